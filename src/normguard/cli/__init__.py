@@ -1,0 +1,51 @@
+"""The ``normguard`` command line: ``normguard demo | spectrum | theory | pilot | report``.
+
+Each subcommand lives in its own module of this package with two functions,
+``add_arguments(parser)`` and ``run(args) -> int``; every one accepts ``--json``.
+Bad input is reported in one line on stderr with exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, str] = {
+    "demo": "train a small model past its noise floor and watch normguard react",
+    "spectrum": "estimate the eigendecay exponent alpha of a data matrix",
+    "theory": "the paper's trade-off between training and test error",
+    "pilot": "measure how the min-norm near-interpolator's norm grows with n",
+    "report": "draw a figure and a summary from normguard's TensorBoard logs",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed in one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="normguard", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"normguard.cli.{name}")
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--json", action="store_true", help="print one JSON object")
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except UsageError as exc:
+        print(f"normguard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
