@@ -130,14 +130,11 @@ class NormSnapshot:
         return {name: norms[i] for i, name in enumerate(self.layer_names)}
 
     def to_host(self, *extra: Tensor) -> tuple[HostSnapshot, list[float]]:
-        """Move everything (and ``extra`` scalars) to the host in one transfer."""
-        parts = [self.layer_sq]
-        for part in (self.init_sq, self.update_sq):
-            if part is not None:
-                parts.append(part)
+        """Move everything, and the ``extra`` tensors (flattened), to the host in one transfer."""
         device = self.layer_sq.device
-        parts.extend(t.detach().reshape(1).to(device=device, dtype=torch.float32) for t in extra)
-        values = torch.cat(parts).tolist()  # the single device→host transfer
+        parts = [p for p in (self.layer_sq, self.init_sq, self.update_sq) if p is not None]
+        parts.extend(t.detach().reshape(-1) for t in extra)
+        values = torch.cat([p.to(device=device, dtype=torch.float64) for p in parts]).tolist()  # the one transfer
         n = len(self.layer_names)
         pos = 0
 
@@ -156,7 +153,7 @@ class NormSnapshot:
             init_distance=None if init_sq is None else dict(zip(self.layer_names, map(_sqrt, init_sq))),
             update_size=None if update_sq is None else dict(zip(self.layer_names, map(_sqrt, update_sq))),
         )
-        return host, take(len(extra))
+        return host, take(len(values) - pos)
 
 
 def _sqrt(value: float) -> float:

@@ -1,0 +1,436 @@
+"""Signals and the near-interpolation detector: host floats in, verdicts out.
+
+Nothing here touches torch: the detector is fed plain floats once per check, so it can be
+tested by scripted sequences and saved in a checkpoint as a plain dict.
+
+The three conditions (THEORY.md: training error under the noise floor, the weight norm
+growing, the validation–train gap widening):
+
+``below_floor``
+    mean training loss < ``margin`` × noise floor σ̂². The floor is a number you give
+    (known measurement noise; :func:`label_noise_floor` for symmetric label noise), or
+    ``"auto"``: the lowest validation loss seen so far, available once the validation loss
+    has failed to improve on it at least once. That estimate is biased *up* by the
+    model's excess risk at its best point, and *down* by taking the minimum of noisy
+    evaluations; in practice it makes the condition read "training loss is below the
+    best validation loss, and validation has stopped improving". With ``None`` the
+    condition is not used: only the norm and gap conditions decide.
+``norm_growing``
+    the growth exponent g = d log‖w‖ / d log(step), a Theil–Sen (median of pairwise)
+    slope over the last ``window`` norm checks, is above ``min_growth``; at least
+    ``confidence`` of the pairwise slopes are positive (a rank test of a rising trend);
+    and the current norm is above its early-training baseline (the median of the first
+    ``baseline_checks`` norms) by ``min_norm_increase`` (relative).
+``gap_widening``
+    gap = validation loss − mean training loss over the same stretch of steps; its
+    Theil–Sen slope over the last ``window`` validations is positive with ``confidence``
+    of pairwise slopes positive, and the latest gap is positive. Needs two validations.
+
+When decisions happen: every call of :meth:`NearInterpolationDetector.update` with a
+validation loss is a decision. Calls without one are decisions only while no validation
+has ever been seen (validation absent); once validation appears, those calls only record
+norms, so with infrequent validation ``patience`` counts validations. A condition that
+cannot be evaluated yet is *unavailable*: it neither holds nor blocks, but the detector
+never fires unless the norm condition and at least one of the other two are available.
+It fires when all available conditions hold at ``patience`` consecutive decisions.
+
+Non-finite inputs (NaN/Inf norms or losses) are not recorded; such a call returns a
+verdict with reason ``NON_FINITE`` and leaves the streak as it was.
+
+Example:
+    >>> det = NearInterpolationDetector(noise_floor=1.0, patience=2, window=4)
+    >>> for step, norm in enumerate([1.0, 1.5, 2.0, 2.6, 3.3, 4.0], start=1):
+    ...     v = det.update(step * 10, total_norm=norm, train_loss=0.5)
+    >>> v.fired, v.active, v.reason.value
+    (False, True, 'signature')
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Condition",
+    "NearInterpolationDetector",
+    "Reason",
+    "Verdict",
+    "label_noise_floor",
+    "theil_sen",
+]
+
+
+class Condition(str, Enum):
+    BELOW_FLOOR = "below_floor"
+    NORM_GROWING = "norm_growing"
+    GAP_WIDENING = "gap_widening"
+
+
+class Reason(str, Enum):
+    """Why a verdict is what it is."""
+
+    SIGNATURE = "signature"  # all available conditions held for `patience` decisions
+    BUILDING = "building"  # they hold now, not yet for `patience` decisions
+    NOT_MET = "not_met"  # at least one available condition does not hold
+    INSUFFICIENT = "insufficient"  # too few signals available to decide
+    RECORDED = "recorded"  # norms recorded; decisions wait for the next validation
+    NON_FINITE = "non_finite"  # a NaN/Inf input was dropped
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The detector's answer at one call.
+
+    ``conditions`` maps each condition to True/False, or None when unavailable.
+    ``fired`` is True only at the decision where the streak reaches ``patience`` (the
+    onset); ``active`` stays True while the signature persists after that.
+    """
+
+    step: int
+    reason: Reason
+    fired: bool = False
+    active: bool = False
+    streak: int = 0
+    conditions: dict[str, bool | None] = field(default_factory=dict)
+    growth_exponent: float | None = None
+    relative_growth: float | None = None
+    gap: float | None = None
+    gap_trend: float | None = None
+    noise_floor: float | None = None
+    train_loss: float | None = None
+    top_layers: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def decided(self) -> bool:
+        return self.reason not in (Reason.RECORDED, Reason.NON_FINITE)
+
+    def describe(self) -> str:
+        parts = [f"{k}={'n/a' if v is None else ('yes' if v else 'no')}" for k, v in self.conditions.items()]
+        text = f"step {self.step}: {self.reason.value} (streak {self.streak}; {', '.join(parts)})"
+        if self.growth_exponent is not None:
+            text += f"; growth exponent {self.growth_exponent:.3g}"
+        if self.gap is not None:
+            text += f"; gap {self.gap:.4g}"
+        if self.top_layers:
+            text += "; fastest-growing layers: " + ", ".join(f"{n} ({g:.3g})" for n, g in self.top_layers)
+        return text
+
+
+def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Median pairwise slope of ``y`` against ``x`` and the fraction of positive slopes.
+
+    ``y`` may be 2-D (points × series); NaNs are ignored. Returns NaN with fewer than
+    two usable points.
+
+    Example:
+        >>> slope, positive = theil_sen(np.array([1.0, 2, 3, 4]), np.array([1.0, 3, 2, 4]))
+        >>> float(slope), float(positive)
+        (0.75, 0.8333333333333334)
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    i, j = np.triu_indices(len(x), k=1)
+    dx = x[j] - x[i]
+    keep = dx != 0
+    i, j, dx = i[keep], j[keep], dx[keep]
+    if y.ndim == 1:
+        slopes = (y[j] - y[i]) / dx
+        slopes = slopes[np.isfinite(slopes)]
+        if slopes.size == 0:
+            return math.nan, math.nan
+        return float(np.median(slopes)), float(np.mean(slopes > 0))
+    slopes = (y[j] - y[i]) / dx[:, None]
+    with np.errstate(all="ignore"):
+        valid = np.isfinite(slopes)
+        median = np.nanmedian(np.where(valid, slopes, np.nan), axis=0) if slopes.size else np.full(y.shape[1], np.nan)
+        positive = np.sum(slopes > 0, axis=0) / np.maximum(valid.sum(axis=0), 1)
+    return median, positive
+
+
+def label_noise_floor(noise_rate: float, num_classes: int) -> float:
+    """Cross-entropy noise floor for symmetric label noise at rate η over C classes.
+
+    The entropy of the noisy label given the clean one (THEORY.md).
+
+    Example:
+        >>> round(label_noise_floor(0.3, 10), 4)
+        1.1765
+    """
+    if not 0.0 <= noise_rate < 1.0:
+        raise ValueError(f"Expected argument `noise_rate` to be in [0, 1) but got {noise_rate}.")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2 but got {num_classes}.")
+    keep = 1.0 - noise_rate + noise_rate / num_classes
+    flip = noise_rate / num_classes
+    floor = -keep * math.log(keep)
+    if flip > 0:
+        floor -= (num_classes - 1) * flip * math.log(flip)
+    return floor
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+class NearInterpolationDetector:
+    """Recognises the near-interpolation signature from norms and losses (see module doc).
+
+    Args:
+        noise_floor: σ̂² as a float ≥ 0, ``"auto"``, or ``None`` (condition unused).
+        margin: the floor condition is ``train_loss < margin * noise_floor``.
+        patience: consecutive decisions with all available conditions holding to fire.
+        window: number of recent checks (norms) and validations (gap) in the slopes.
+        min_growth: the growth exponent d log‖w‖/d log(step) must exceed this.
+        confidence: fraction of positive pairwise slopes needed for "rising".
+        baseline_checks: the first norms whose median is the early-training baseline.
+        min_norm_increase: relative increase of the norm over that baseline required.
+        top_k: how many fastest-growing layers a verdict names.
+    """
+
+    def __init__(
+        self,
+        noise_floor: float | str | None = None,
+        margin: float = 1.0,
+        patience: int = 3,
+        window: int = 6,
+        min_growth: float = 0.0,
+        confidence: float = 0.75,
+        baseline_checks: int = 3,
+        min_norm_increase: float = 0.01,
+        top_k: int = 3,
+    ) -> None:
+        if isinstance(noise_floor, str):
+            if noise_floor != "auto":
+                raise ValueError(
+                    f"Expected argument `noise_floor` to be a float, 'auto' or None but got {noise_floor!r}."
+                )
+        elif noise_floor is not None and (
+            isinstance(noise_floor, bool)
+            or not isinstance(noise_floor, (int, float))
+            or not noise_floor >= 0
+            or not math.isfinite(noise_floor)
+        ):
+            raise ValueError(
+                f"Expected argument `noise_floor` to be a finite float >= 0, 'auto' or None but got {noise_floor!r}."
+            )
+        _check_number("margin", margin, low=0.0, low_open=True)
+        _check_int("patience", patience, 1)
+        _check_int("window", window, 3)
+        _check_number("min_growth", min_growth)
+        _check_number("confidence", confidence, low=0.5, high=1.0)
+        _check_int("baseline_checks", baseline_checks, 1)
+        _check_number("min_norm_increase", min_norm_increase, low=0.0)
+        _check_int("top_k", top_k, 0)
+        self.noise_floor = noise_floor
+        self.margin = float(margin)
+        self.patience = patience
+        self.window = window
+        self.min_growth = float(min_growth)
+        self.confidence = float(confidence)
+        self.baseline_checks = baseline_checks
+        self.min_norm_increase = float(min_norm_increase)
+        self.top_k = top_k
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything seen (the configuration stays)."""
+        self._norms: deque[tuple[int, float]] = deque(maxlen=self.window)
+        self._layers: deque[dict[str, float]] = deque(maxlen=self.window)
+        self._baseline: list[float] = []
+        self._gaps: deque[tuple[int, float]] = deque(maxlen=self.window)
+        self._best_val = math.inf
+        self._since_best = 0
+        self._validations = 0
+        self._streak = 0
+
+    # ------------------------------------------------------------------ inputs
+    def update(
+        self,
+        step: int,
+        *,
+        total_norm: float,
+        layer_norms: dict[str, float] | None = None,
+        train_loss: float | None = None,
+        val_loss: float | None = None,
+    ) -> Verdict:
+        """Record one check and, when it is a decision, decide.
+
+        ``train_loss`` is the mean training loss over the stretch the call reflects (since
+        the previous validation when ``val_loss`` is given).
+        """
+        step = int(step)
+        if (
+            not _finite(total_norm)
+            or (train_loss is not None and not _finite(train_loss))
+            or (val_loss is not None and not _finite(val_loss))
+        ):
+            return Verdict(step=step, reason=Reason.NON_FINITE, streak=self._streak)
+        relative = None
+        if self._norms and self._norms[-1][1] > 0:
+            relative = total_norm / self._norms[-1][1] - 1.0
+        if step > 0 and total_norm > 0 and (not self._norms or step > self._norms[-1][0]):
+            self._norms.append((step, float(total_norm)))
+            self._layers.append({k: float(v) for k, v in (layer_norms or {}).items() if _finite(v) and v > 0})
+            if len(self._baseline) < self.baseline_checks:
+                self._baseline.append(float(total_norm))
+        if val_loss is not None:
+            self._validations += 1
+            if val_loss < self._best_val:
+                self._best_val = float(val_loss)
+                self._since_best = 0
+            else:
+                self._since_best += 1
+            if train_loss is not None:
+                self._gaps.append((step, float(val_loss) - float(train_loss)))
+        elif self._validations > 0:
+            return self._verdict(step, Reason.RECORDED, relative, train_loss, decide=False)
+        return self._verdict(step, None, relative, train_loss, decide=True)
+
+    # ------------------------------------------------------------------ maths
+    def growth(self) -> tuple[float | None, float | None]:
+        """(growth exponent, fraction of positive pairwise slopes) over the window."""
+        if len(self._norms) < 3:
+            return None, None
+        steps, norms = zip(*self._norms)
+        slope, positive = theil_sen(np.log(steps), np.log(norms))
+        return (None, None) if math.isnan(slope) else (slope, positive)
+
+    def gap_trend(self) -> tuple[float | None, float | None]:
+        """(slope of the gap per 1000 steps, fraction of positive pairwise slopes)."""
+        if len(self._gaps) < 2:
+            return None, None
+        steps, gaps = zip(*self._gaps)
+        slope, positive = theil_sen(np.asarray(steps) / 1000.0, np.asarray(gaps))
+        return (None, None) if math.isnan(slope) else (slope, positive)
+
+    def current_floor(self) -> float | None:
+        if self.noise_floor == "auto":
+            return self._best_val if self._validations and self._since_best >= 1 else None
+        return None if self.noise_floor is None else float(self.noise_floor)
+
+    def _top_layers(self) -> tuple[tuple[str, float], ...]:
+        if self.top_k == 0 or len(self._layers) < 3:
+            return ()
+        names = sorted({k for layer in self._layers for k in layer})
+        if not names:
+            return ()
+        steps = np.log([s for s, _ in self._norms][-len(self._layers) :])
+        values = np.array([[layer.get(n, np.nan) for n in names] for layer in self._layers])
+        with np.errstate(all="ignore"):
+            slopes, _ = theil_sen(steps, np.log(values))
+        order = [i for i in np.argsort(-np.nan_to_num(slopes, nan=-np.inf)) if np.isfinite(slopes[i])]
+        return tuple((names[i], float(slopes[i])) for i in order[: self.top_k])
+
+    def _verdict(
+        self, step: int, reason: Reason | None, relative: float | None, train_loss: float | None, decide: bool
+    ) -> Verdict:
+        growth, growth_positive = self.growth()
+        trend, trend_positive = self.gap_trend()
+        floor = self.current_floor()
+        gap = self._gaps[-1][1] if self._gaps else None
+
+        below: bool | None = None
+        if floor is not None and train_loss is not None:
+            below = train_loss < self.margin * floor
+        elif self.noise_floor == "auto" and self._validations:
+            below = False  # validation still improving: no floor estimate yet, so not held
+        growing: bool | None = None
+        if growth is not None:
+            baseline = float(np.median(self._baseline))
+            growing = (
+                growth > self.min_growth
+                and growth_positive is not None
+                and growth_positive >= self.confidence
+                and self._norms[-1][1] > baseline * (1.0 + self.min_norm_increase)
+            )
+        widening: bool | None = None
+        if trend is not None and gap is not None:
+            widening = trend > 0 and trend_positive is not None and trend_positive >= self.confidence and gap > 0
+
+        conditions = {
+            Condition.BELOW_FLOOR.value: below,
+            Condition.NORM_GROWING.value: growing,
+            Condition.GAP_WIDENING.value: widening,
+        }
+        fired = False
+        if decide:
+            available = [v for v in conditions.values() if v is not None]
+            enough = growing is not None and len(available) >= 2
+            if not enough:
+                reason = Reason.INSUFFICIENT
+                self._streak = 0
+            elif all(available):
+                self._streak += 1
+                fired = self._streak == self.patience
+                reason = Reason.SIGNATURE if self._streak >= self.patience else Reason.BUILDING
+            else:
+                reason = Reason.NOT_MET
+                self._streak = 0
+        assert reason is not None
+        return Verdict(
+            step=step,
+            reason=reason,
+            fired=fired,
+            active=decide and self._streak >= self.patience,
+            streak=self._streak,
+            conditions=conditions,
+            growth_exponent=growth,
+            relative_growth=relative,
+            gap=gap,
+            gap_trend=trend,
+            noise_floor=floor,
+            train_loss=train_loss,
+            top_layers=self._top_layers() if decide else (),
+        )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "norms": [list(x) for x in self._norms],
+            "layers": [dict(x) for x in self._layers],
+            "baseline": list(self._baseline),
+            "gaps": [list(x) for x in self._gaps],
+            "best_val": self._best_val,
+            "since_best": self._since_best,
+            "validations": self._validations,
+            "streak": self._streak,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reset()
+        self._norms.extend((int(s), float(v)) for s, v in state.get("norms", []))
+        self._layers.extend(dict(x) for x in state.get("layers", []))
+        self._baseline = [float(x) for x in state.get("baseline", [])]
+        self._gaps.extend((int(s), float(v)) for s, v in state.get("gaps", []))
+        self._best_val = float(state.get("best_val", math.inf))
+        self._since_best = int(state.get("since_best", 0))
+        self._validations = int(state.get("validations", 0))
+        self._streak = int(state.get("streak", 0))
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"Expected argument `{name}` to be an integer >= {minimum} but got {value!r}.")
+
+
+def _check_number(
+    name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = []
+        if low is not None:
+            bounds.append(f"{'>' if low_open else '>='} {low}")
+        if high is not None:
+            bounds.append(f"<= {high}")
+        expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
+        raise ValueError(f"Expected argument `{name}` to be {expected} but got {value!r}.")
