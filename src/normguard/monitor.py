@@ -160,8 +160,9 @@ class Monitor:
         self.should_stop = False
         self.stop_reason: str | None = None
         self.last_host: HostSnapshot | None = None
-        self._check_window = LossWindow()
-        self._val_window = LossWindow()
+        # on the weights' device from the start, so the first loss needs no transfer
+        self._check_window = LossWindow().to(self.engine.device)
+        self._val_window = LossWindow().to(self.engine.device)
         self._window_start = 0
         self._best_train = math.inf
         self._diverging = False

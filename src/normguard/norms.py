@@ -236,6 +236,11 @@ class NormEngine:
         return group_parameters(self.model, self.include_frozen, extra)
 
     @property
+    def device(self) -> torch.device:
+        """The device results live on (that of the first measured parameter)."""
+        return self._refresh().home
+
+    @property
     def layer_names(self) -> tuple[str, ...]:
         return self._refresh().layer_names
 
@@ -329,8 +334,10 @@ class _Plan:
         sharded = torch.zeros(n_layers, dtype=torch.float32, device=self.home) if self.sharded else None
         for (device, _dtype, is_sharded), positions in buckets.items():
             tensors_ = [prepared[i][0] for i in positions]
-            norms = torch._foreach_norm(tensors_, 2, dtype=torch.float32)
-            squares = torch.stack(norms).square()
+            # float32 accumulation for 16/32-bit weights; wider dtypes reduce in their own precision
+            accumulate = torch.float32 if _dtype.itemsize <= 4 and _dtype.is_floating_point else None
+            norms = torch._foreach_norm(tensors_, 2, dtype=accumulate)
+            squares = torch.stack(norms).to(torch.float32).square()
             if is_sharded:
                 weights = torch.tensor([prepared[i][1] for i in positions], dtype=torch.float32, device=device)
                 squares = squares * weights
