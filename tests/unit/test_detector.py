@@ -1,0 +1,205 @@
+"""The detector fed scripted sequences, no training (like ignite's handler tests)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from normguard.signals import NearInterpolationDetector, Reason, label_noise_floor, theil_sen
+
+FLOOR = 1.0
+
+
+def feed(det: NearInterpolationDetector, rows: list[tuple[float, float, float | None]], start: int = 0) -> list:
+    """rows: (total norm, train loss, val loss or None); one decision per row, 100 steps apart."""
+    out = []
+    for i, (norm, train, val) in enumerate(rows, start=start + 1):
+        out.append(det.update(100 * i, total_norm=norm, layer_norms={"a": norm, "b": 1.0}, train_loss=train, val_loss=val))
+    return out
+
+
+def signature_rows(n: int, growing: bool = True, below: bool = True, widening: bool = True) -> list:
+    rows = []
+    for i in range(1, n + 1):
+        norm = 1.0 + 0.3 * i if growing else 2.0 + 0.01 * math.sin(i)  # flat norm wiggles around 2
+        train = 0.5 if below else 1.5
+        gap = 0.1 * i if widening else 0.5 - 0.02 * i
+        rows.append((norm, train, train + gap))
+    return rows
+
+
+def test_fires_exactly_when_all_conditions_hold_for_patience() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=3, window=5)
+    verdicts = feed(det, signature_rows(8))
+    # conditions: growth needs 3 norms, the gap trend needs 2 validations → all hold from decision 3
+    assert [v.streak for v in verdicts] == [0, 0, 1, 2, 3, 4, 5, 6]
+    assert [v.fired for v in verdicts] == [False, False, False, False, True, False, False, False]
+    assert [v.active for v in verdicts] == [False] * 4 + [True] * 4
+    assert verdicts[4].reason is Reason.SIGNATURE and verdicts[3].reason is Reason.BUILDING
+    assert verdicts[4].top_layers[0][0] == "a"  # the layer that grows, not the constant one
+    assert all(verdicts[4].conditions.values())
+
+
+@pytest.mark.parametrize("missing", ["growing", "below", "widening"])
+def test_no_single_missing_condition_lets_it_fire(missing: str) -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=2, window=5)
+    verdicts = feed(det, signature_rows(12, **{missing: False}))
+    assert not any(v.fired or v.active for v in verdicts)
+    name = {"growing": "norm_growing", "below": "below_floor", "widening": "gap_widening"}[missing]
+    assert all(v.conditions[name] is False for v in verdicts[3:])
+
+
+@pytest.mark.parametrize("only", ["growing", "below", "widening"])
+def test_each_condition_alone_does_not_fire(only: str) -> None:
+    flags = {"growing": False, "below": False, "widening": False, only: True}
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=1, window=5)
+    assert not any(v.fired for v in feed(det, signature_rows(12, **flags)))
+
+
+def test_streak_resets_when_a_condition_breaks() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=3, window=4)
+    rows = signature_rows(4) + [(2.5, 1.5, 2.0)] + signature_rows(9)[4:]
+    verdicts = feed(det, rows)
+    assert verdicts[4].streak == 0 and verdicts[4].reason is Reason.NOT_MET
+    assert not any(v.fired for v in verdicts[:7])
+
+
+def test_state_round_trips_mid_sequence() -> None:
+    rows = signature_rows(10)
+    full = feed(NearInterpolationDetector(noise_floor="auto", patience=2, window=4), rows)
+    first = NearInterpolationDetector(noise_floor="auto", patience=2, window=4)
+    feed(first, rows[:5])
+    resumed = NearInterpolationDetector(noise_floor="auto", patience=2, window=4)
+    resumed.load_state_dict(first.state_dict())
+    assert feed(resumed, rows[5:], start=5) == full[5:]
+
+
+def test_reset_forgets_everything() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=1)
+    feed(det, signature_rows(6))
+    det.reset()
+    assert det.state_dict() == NearInterpolationDetector(noise_floor=FLOOR, patience=1).state_dict()
+
+
+def test_without_validation_decisions_happen_at_every_check() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=2)
+    verdicts = [det.update(10 * i, total_norm=1.0 + 0.2 * i, train_loss=0.5) for i in range(1, 7)]
+    assert [v.conditions["gap_widening"] for v in verdicts] == [None] * 6  # unavailable, not blocking
+    assert [v.fired for v in verdicts] == [False, False, False, True, False, False]
+
+
+def test_with_infrequent_validation_checks_only_record() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=2)
+    det.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
+    verdict = det.update(20, total_norm=1.2, train_loss=0.5)
+    assert verdict.reason is Reason.RECORDED and not verdict.decided and verdict.streak == 0
+
+
+def test_norm_alone_is_not_enough_to_decide() -> None:
+    det = NearInterpolationDetector(noise_floor=None, patience=1)
+    verdicts = [det.update(10 * i, total_norm=float(i), train_loss=0.1) for i in range(1, 8)]
+    assert all(v.reason is Reason.INSUFFICIENT and not v.fired for v in verdicts)
+
+
+def test_auto_floor_waits_for_validation_to_stop_improving() -> None:
+    det = NearInterpolationDetector(noise_floor="auto", patience=1, window=4)
+    improving = [(1.0 + 0.2 * i, 0.1, 1.0 - 0.05 * i) for i in range(1, 8)]
+    verdicts = feed(det, improving)
+    assert all(v.conditions["below_floor"] is False and not v.fired for v in verdicts)
+    assert det.current_floor() is None
+    worse = feed(det, [(3.0, 0.05, 0.9), (3.3, 0.04, 0.95)], start=7)
+    assert det.current_floor() == pytest.approx(1.0 - 0.05 * 7)
+    assert worse[-1].conditions["below_floor"] is True and worse[-1].fired
+
+
+def test_growth_exponent_of_a_power_law_is_recovered() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, window=6)
+    for step in (100, 200, 400, 800, 1600, 3200):
+        det.update(step, total_norm=3.0 * step**0.25, train_loss=0.5)
+    growth, positive = det.growth()
+    assert growth == pytest.approx(0.25, abs=1e-9) and positive == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"noise_floor": -0.1}, "`noise_floor`"),
+        ({"noise_floor": float("nan")}, "`noise_floor`"),
+        ({"noise_floor": "median"}, "`noise_floor`"),
+        ({"margin": 0}, "`margin`"),
+        ({"patience": 0}, "`patience` to be an integer >= 1"),
+        ({"patience": 2.0}, "`patience`"),
+        ({"window": 2}, "`window` to be an integer >= 3"),
+        ({"confidence": 0.2}, "`confidence`"),
+        ({"min_norm_increase": -1}, "`min_norm_increase`"),
+    ],
+)
+def test_argument_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        NearInterpolationDetector(**kwargs)
+
+
+def test_label_noise_floor_matches_the_entropy_formula() -> None:
+    assert label_noise_floor(0.0, 10) == 0.0
+    eta, c = 0.3, 10
+    p = np.array([1 - eta + eta / c] + [eta / c] * (c - 1))
+    assert label_noise_floor(eta, c) == pytest.approx(float(-(p * np.log(p)).sum()))
+    with pytest.raises(ValueError, match="`noise_rate`"):
+        label_noise_floor(1.0, 10)
+
+
+finite_or_not = st.one_of(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 1.0]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(finite_or_not, st.one_of(st.none(), finite_or_not), st.one_of(st.none(), finite_or_not)),
+        min_size=1,
+        max_size=30,
+    ),
+    floor=st.one_of(st.none(), st.just("auto"), st.floats(0, 10)),
+    patience=st.integers(1, 4),
+)
+def test_random_sequences_never_crash_and_keep_invariants(rows: list, floor, patience: int) -> None:
+    det = NearInterpolationDetector(noise_floor=floor, patience=patience, window=4)
+    decisions = 0
+    previous_streak = 0
+    for i, (norm, train, val) in enumerate(rows, start=1):
+        v = det.update(i * 7, total_norm=norm, layer_norms={"x": norm}, train_loss=train, val_loss=val)
+        decisions += v.decided
+        assert 0 <= v.streak <= decisions
+        if v.fired:
+            assert v.streak == patience and v.active
+        if v.active:
+            available = [c for c in v.conditions.values() if c is not None]
+            assert all(available) and v.conditions["norm_growing"] is True and len(available) >= 2
+        if v.reason is Reason.NON_FINITE:
+            assert v.streak == previous_streak and not v.fired
+        for value in (v.growth_exponent, v.gap, v.gap_trend, v.noise_floor):
+            assert value is None or math.isfinite(value)
+        previous_streak = v.streak
+    clone = NearInterpolationDetector(noise_floor=floor, patience=patience, window=4)
+    clone.load_state_dict(det.state_dict())
+    assert clone.state_dict() == det.state_dict()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    slope=st.floats(-5, 5),
+    intercept=st.floats(-5, 5),
+    n=st.integers(2, 12),
+)
+def test_theil_sen_is_exact_on_lines(slope: float, intercept: float, n: int) -> None:
+    x = np.arange(1.0, n + 1)
+    got, positive = theil_sen(x, intercept + slope * x)
+    assert got == pytest.approx(slope, abs=1e-9)
+    if abs(slope) > 1e-6:
+        assert positive == (1.0 if slope > 0 else 0.0)
