@@ -155,7 +155,7 @@ def test_bad_arguments_fail_at_construction(kwargs: dict, error: type, match: st
 def test_model_and_optimizer_errors() -> None:
     with pytest.raises(ValueError, match="`model` to have parameters"):
         ng.NormGuard(nn.ReLU())
-    with pytest.raises(TypeError, match="`model` to be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
         ng.NormGuard(lambda x: x)  # type: ignore[arg-type]
     other = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="holds none of the measured"):

@@ -18,7 +18,9 @@ def feed(det: NearInterpolationDetector, rows: list[tuple[float, float, float | 
     """rows: (total norm, train loss, val loss or None); one decision per row, 100 steps apart."""
     out = []
     for i, (norm, train, val) in enumerate(rows, start=start + 1):
-        out.append(det.update(100 * i, total_norm=norm, layer_norms={"a": norm, "b": 1.0}, train_loss=train, val_loss=val))
+        out.append(
+            det.update(100 * i, total_norm=norm, layer_norms={"a": norm, "b": 1.0}, train_loss=train, val_loss=val)
+        )
     return out
 
 
@@ -62,7 +64,7 @@ def test_each_condition_alone_does_not_fire(only: str) -> None:
 
 def test_streak_resets_when_a_condition_breaks() -> None:
     det = NearInterpolationDetector(noise_floor=FLOOR, patience=3, window=4)
-    rows = signature_rows(4) + [(2.5, 1.5, 2.0)] + signature_rows(9)[4:]
+    rows = [*signature_rows(4), (2.5, 1.5, 2.0), *signature_rows(9)[4:]]
     verdicts = feed(det, rows)
     assert verdicts[4].streak == 0 and verdicts[4].reason is Reason.NOT_MET
     assert not any(v.fired for v in verdicts[:7])

@@ -65,7 +65,7 @@ def test_only_check_steps_touch_the_host(n_layers: int, noise_floor: float | Non
 
 
 def test_nonfinite_loss_costs_no_transfer_until_the_check() -> None:
-    model, opt, x = make_loop(2)
+    model, opt, _x = make_loop(2)
     guard = ng.NormGuard(model, opt, every_n_steps=4)
     reads = []
     for loss in (1.0, float("nan"), float("inf"), 2.0):

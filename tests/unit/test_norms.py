@@ -62,7 +62,9 @@ def test_frozen_parameters_only_when_asked() -> None:
     model = Zoo()
     with_frozen = ng.layer_norms(model, include_frozen=True)
     assert "frozen" in with_frozen
-    assert with_frozen["frozen"].item() == pytest.approx(reference_layer_norms({"f": list(model.frozen.parameters())})["f"])
+    assert with_frozen["frozen"].item() == pytest.approx(
+        reference_layer_norms({"f": list(model.frozen.parameters())})["f"]
+    )
 
 
 def test_layers_are_owning_modules_and_tied_weights_count_once() -> None:
@@ -157,7 +159,7 @@ def test_nonfinite_weights_are_reported_per_layer() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="`model` to have parameters"):
         NormEngine(nn.ReLU())
-    with pytest.raises(TypeError, match="`model` to be a torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
         ng.layer_norms("not a model")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`offload`"):
         NormEngine(nn.Linear(1, 1), offload="gpu")
