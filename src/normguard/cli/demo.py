@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from normguard.cli import UsageError
+from normguard.tasks import power_law_regression
 
 
 @dataclass
@@ -48,20 +49,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--action", default="weight_decay,stop", help="comma-separated actions (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def make_data(n: int, alpha: float, seed: int) -> dict[str, torch.Tensor]:
-    """The paper's setting: x = Σ^½ z, Σ = diag(i^-α), d = 1.5 n, y = xᵀβ* + ε, σ² = 1, β* ~ N(0, 10/d)."""
-    g = torch.Generator().manual_seed(seed)
-    d = int(1.5 * n)
-    scale = torch.arange(1, d + 1, dtype=torch.float32).pow(-alpha / 2)
-    beta = torch.randn(d, generator=g) * math.sqrt(10.0 / d)
-    out = {}
-    for split, size in (("train", n), ("val", max(n // 2, 50)), ("test", 2000)):
-        x = torch.randn(size, d, generator=g) * scale
-        out[f"x_{split}"] = x
-        out[f"y_{split}"] = x @ beta + torch.randn(size, generator=g)
-    return out
 
 
 def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace, action: Any) -> DemoRun:
@@ -140,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("normguard").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message="normguard")
-    data = make_data(args.n, args.alpha, args.seed)
+    data = power_law_regression(args.n, args.alpha, seed=args.seed)
     started = time.perf_counter()
     plain = _train("without", data, args, action=lambda verdict, context: None)
     guarded = _train("with", data, args, action=actions)
