@@ -28,19 +28,19 @@ STATE_VERSION = 1
 
 
 class LossWindow(Metric):
-    """Mean of the finite losses reported since the last reset, kept on the device.
+    """Sum and count of the finite losses reported since the last reset, kept on the device.
 
     A torchmetrics ``Metric`` (so it follows the loss's device and syncs across ranks at
-    ``compute``); non-finite losses are counted, not averaged in, and the position of the
-    first one is kept. ``update`` never synchronises with the host. (``MeanMetric`` does
-    not fit: its only sync-free NaN mode also drops the weights needed to skip a value.)
+    ``compute``); non-finite losses are counted, not summed, and the position of the first
+    one is kept. ``update`` never synchronises with the host. (``MeanMetric`` does not fit:
+    its only sync-free NaN mode also drops the weights needed to skip a value.)
 
     Example:
         >>> w = LossWindow()
         >>> for x in (1.0, float("nan"), 3.0):
         ...     w.update(torch.tensor(x))
-        >>> w.compute().tolist()  # mean, non-finite count, index of first non-finite, updates
-        [2.0, 1.0, 1.0, 3.0]
+        >>> w.compute().tolist()  # sum, finite count, updates, index of the first non-finite
+        [4.0, 2.0, 3.0, 1.0]
     """
 
     full_state_update = False
@@ -49,26 +49,23 @@ class LossWindow(Metric):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("nonfinite", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("first_nonfinite", torch.full((), math.inf, dtype=torch.float64), dist_reduce_fx="min")
-        self.add_state("seen", torch.zeros((), dtype=torch.float64), dist_reduce_fx="max")
+        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("seen", torch.zeros(()), dist_reduce_fx="sum")
+        self.add_state("first_nonfinite", torch.full((), math.inf), dist_reduce_fx="min")
 
     def update(self, loss: Tensor) -> None:
-        loss = loss.detach().to(torch.float64).mean()
+        loss = loss.detach()
+        if loss.ndim:
+            loss = loss.mean()
         finite = torch.isfinite(loss)
         self.total += torch.where(finite, loss, 0.0)
         self.count += finite
-        self.nonfinite += ~finite
-        first = (~finite) & torch.isinf(self.first_nonfinite)
-        self.first_nonfinite = torch.where(first, self.seen, self.first_nonfinite)
+        self.first_nonfinite = torch.minimum(self.first_nonfinite, torch.where(finite, math.inf, self.seen))
         self.seen += 1
 
     def compute(self) -> Tensor:
-        mean = torch.where(self.count > 0, self.total / self.count.clamp(min=1), math.nan)
-        first = torch.where(torch.isinf(self.first_nonfinite), -1.0, self.first_nonfinite)
-        return torch.stack([mean, self.nonfinite, first, self.seen])
+        return torch.stack([self.total, self.count, self.seen, self.first_nonfinite])
 
 
 class BestWeights:
@@ -160,9 +157,12 @@ class Monitor:
         self.should_stop = False
         self.stop_reason: str | None = None
         self.last_host: HostSnapshot | None = None
-        # on the weights' device from the start, so the first loss needs no transfer
-        self._check_window = LossWindow().to(self.engine.device)
-        self._val_window = LossWindow().to(self.engine.device)
+        # on the weights' device from the start, so the first loss needs no transfer; float64
+        # sums where the device has them (MPS has not)
+        device = self.engine.device
+        self._window = LossWindow().to(device).set_dtype(torch.float32 if device.type == "mps" else torch.float64)
+        self._val_sum = 0.0  # finite training losses since the last validation (host, from checks)
+        self._val_count = 0.0
         self._window_start = 0
         self._best_train = math.inf
         self._diverging = False
@@ -191,29 +191,30 @@ class Monitor:
         """Add one training loss to the running windows; no host synchronisation."""
         if not isinstance(loss, Tensor):
             loss = torch.tensor(float(loss))
-        for window in (self._check_window, self._val_window):
-            if window.device != loss.device:
-                window.to(loss.device)
-            window.update(loss)
+        if self._window.device != loss.device:
+            self._window.to(loss.device)
+        self._window.update(loss)
 
     # ---------------------------------------------------------------- per check
     def check(self, step: int, val_loss: Tensor | float | None = None) -> Verdict:
         """One check: norms, losses and (if given) the validation loss in one transfer."""
         snapshot = self.engine.compute()
-        check_stats = self._compute_window(self._check_window)
-        val_stats = self._compute_window(self._val_window) if val_loss is not None else None
-        extras = [check_stats]
-        if val_stats is not None:
-            extras.append(val_stats)
-            extras.append(torch.as_tensor(val_loss, dtype=torch.float32).detach().reshape(1))
-        host, values = snapshot.to_host(*extras)
+        extras = [self._window.compute() if self._window.update_count else torch.tensor([0.0, 0.0, 0.0, math.inf])]
+        if val_loss is not None:
+            extras.append(torch.as_tensor(val_loss).detach().reshape(1))
+        host, values = snapshot.to_host(*extras)  # the one device→host transfer of this check
         self.last_host = host
-        train_mean, nonfinite, first_bad, seen = values[0:4]
-        train_for_val = val = None
-        if val_stats is not None:
-            train_for_val, val = values[4], values[8]
-        self._report_nonfinite(step, host, nonfinite, first_bad, seen)
-        train_loss = train_mean if seen > 0 and math.isfinite(train_mean) else None
+        total, count, seen, first_bad = values[:4]
+        nonfinite = seen - count
+        train_loss = total / count if count > 0 else None
+        self._val_sum += total
+        self._val_count += count
+        val = train_for_val = None
+        if val_loss is not None:
+            val = values[4]
+            train_for_val = self._val_sum / self._val_count if self._val_count > 0 else None
+            self._val_sum = self._val_count = 0.0
+        self._report_nonfinite(step, host, nonfinite, first_bad)
         self._watch_divergence(step, train_loss)
         if val is not None and self.best is not None and math.isfinite(val):
             self.best.offer(self.model, val, step)
@@ -221,7 +222,7 @@ class Monitor:
             step,
             total_norm=host.total,
             layer_norms=host.layer_norms,
-            train_loss=train_for_val if val is not None and math.isfinite(train_for_val) else train_loss,
+            train_loss=train_for_val if val is not None else train_loss,
             val_loss=val if val is not None and math.isfinite(val) else None,
         )
         if val is not None and not math.isfinite(val):
@@ -232,18 +233,11 @@ class Monitor:
         if verdict.active:
             self.action(verdict, self._context(step))
         self._log_check(step, host, train_loss, val, train_for_val, verdict)
-        self._check_window.reset()
-        if val_stats is not None:
-            self._val_window.reset()
+        self._window.reset()
         self._window_start = step
         return verdict
 
-    def _compute_window(self, window: LossWindow) -> Tensor:
-        if window.update_count == 0:
-            return torch.tensor([math.nan, 0.0, -1.0, 0.0], device=window.device, dtype=torch.float64)
-        return window.compute()
-
-    def _report_nonfinite(self, step: int, host: HostSnapshot, nonfinite: float, first_bad: float, seen: float) -> None:
+    def _report_nonfinite(self, step: int, host: HostSnapshot, nonfinite: float, first_bad: float) -> None:
         if nonfinite > 0:
             first_step = self._window_start + int(first_bad) + 1
             self.emit(
@@ -385,6 +379,8 @@ class Monitor:
             "best": None if self.best is None else self.best.state_dict(),
             "best_train": self._best_train,
             "window_start": self._window_start,
+            "val_sum": self._val_sum,
+            "val_count": self._val_count,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -399,6 +395,8 @@ class Monitor:
             self.best.load_state_dict(state["best"])
         self._best_train = float(state.get("best_train", math.inf))
         self._window_start = int(state.get("window_start", 0))
+        self._val_sum = float(state.get("val_sum", 0.0))
+        self._val_count = float(state.get("val_count", 0.0))
 
 
 def _verdict_data(verdict: Verdict) -> dict[str, Any]:

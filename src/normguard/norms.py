@@ -134,7 +134,8 @@ class NormSnapshot:
         device = self.layer_sq.device
         parts = [p for p in (self.layer_sq, self.init_sq, self.update_sq) if p is not None]
         parts.extend(t.detach().reshape(-1) for t in extra)
-        values = torch.cat([p.to(device=device, dtype=torch.float64) for p in parts]).tolist()  # the one transfer
+        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        values = torch.cat([p.to(device=device, dtype=wide) for p in parts]).tolist()  # the one transfer
         n = len(self.layer_names)
         pos = 0
 
