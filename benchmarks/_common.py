@@ -7,6 +7,7 @@ Timing rule for every script: variants are run side by side in one process, inte
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import re
 import statistics
@@ -46,10 +47,8 @@ def machine() -> str:
 def command_line() -> str:
     """The command that produced a result, as it should be re-typed from the repository root."""
     script = Path(sys.argv[0])
-    try:
+    with contextlib.suppress(ValueError):
         script = script.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        pass
     return " ".join(["python", str(script), *sys.argv[1:]])
 
 
@@ -102,10 +101,8 @@ def write_section(name: str, body: str) -> None:
     block = f"{begin}\n{body.rstrip()}\n{end}"
     text = RESULTS.read_text() if RESULTS.exists() else "# normguard benchmarks\n"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: block, text)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
+    found = pattern.search(text) is not None
+    text = pattern.sub(lambda _: block, text) if found else text.rstrip() + "\n\n" + block + "\n"
     RESULTS.write_text(text)
     print(f"[wrote section {name!r} of {RESULTS}]")
 
