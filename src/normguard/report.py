@@ -349,10 +349,13 @@ def _draw_column(axes: Sequence[Any], run: RunData, top_k: int) -> set[str]:
     drew = _plot(ax_loss, train, color="tab:blue", label="train loss")
     drew |= _plot(ax_loss, val, color="tab:orange", marker=".", label="validation loss")
     drew |= _plot(ax_loss, floor, color="gray", linestyle="--", drawstyle="steps-post", label="noise floor")
+    if val is not None and np.isfinite(val.values).any():
+        best = int(np.nanargmin(np.where(np.isfinite(val.values), val.values, np.nan)))
+        ax_loss.plot(val.steps[best], val.values[best], "*", color="tab:green", markersize=10, label="best validation")
     if drew:
         if _positive(train, val, floor):
             ax_loss.set_yscale("log")
-        ax_loss.legend(loc="upper right", fontsize="x-small")
+        ax_loss.legend(loc="lower left", fontsize="x-small")
     else:
         _no_data(ax_loss, "loss")
     ax_loss.set_ylabel("loss")
@@ -398,8 +401,9 @@ def _draw_column(axes: Sequence[Any], run: RunData, top_k: int) -> set[str]:
         width = float(np.median(np.diff(series.steps))) if len(series) > 1 else 1.0
         held = series.steps[series.values > 0.5]
         not_held = series.steps[series.values <= 0.5]
-        ax_cond.broken_barh([(s - width / 2, width) for s in held], (row - 0.4, 0.8), color="tab:red")
-        ax_cond.broken_barh([(s - width / 2, width) for s in not_held], (row - 0.4, 0.8), color="0.9")
+        cells = 0.8 * width  # a visible gap between decisions
+        ax_cond.broken_barh([(s - cells / 2, cells) for s in held], (row - 0.4, 0.8), color="tab:red")
+        ax_cond.broken_barh([(s - cells / 2, cells) for s in not_held], (row - 0.4, 0.8), color="0.85")
     ax_cond.set_yticks(range(len(names)), names, fontsize="x-small")
     ax_cond.set_ylim(-0.6, max(len(names), 1) - 0.4)
     if not names:
