@@ -1,0 +1,230 @@
+"""A real TensorBoard server over a real normguard run: what a user sees through its HTTP API.
+
+The server is started as a subprocess on loopback (``python -m tensorboard.main``, default
+loader), in its own process group so that the group (with TensorBoard's data server) is
+killed at the end whatever happens. Waits are generous; nothing here asserts a speed.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import normguard as ng
+from normguard import tensorboard as tags
+
+RUN = "guarded"
+STARTUP_TIMEOUT_S = 240.0
+
+
+@dataclass
+class RealRun:
+    log_dir: Path
+    norms: dict[int, float] = field(default_factory=dict)  # step -> total norm at the last check of that step
+    val_losses: dict[int, float] = field(default_factory=dict)
+    events: list[ng.Event] = field(default_factory=list)
+
+
+def train_real_run(log_dir: Path, steps: int = 120) -> RealRun:
+    """The paper's linear setting (n = 400, d = 1.5 n, alpha = 1.5, sigma^2 = 1), stop + restore."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 400, 600
+    scale = torch.arange(1, d + 1, dtype=torch.float32).pow(-0.75)
+    beta = torch.randn(d, generator=g) * math.sqrt(10.0 / d)
+    x, xv = torch.randn(n, d, generator=g) * scale, torch.randn(n // 2, d, generator=g) * scale
+    y, yv = x @ beta + torch.randn(n, generator=g), xv @ beta + torch.randn(n // 2, generator=g)
+    model = torch.nn.Linear(d, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    out = RealRun(log_dir / RUN)
+    with ng.NormGuard(model, opt, log_dir=str(out.log_dir), every_n_steps=10, noise_floor=1.0, action="stop") as guard:
+        for step in range(1, steps + 1):
+            loss = (model(x).squeeze(-1) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if guard.step(loss) is not None:
+                out.norms[step] = guard.last_norms()["total"]
+            if step % 20 == 0:
+                with torch.no_grad():
+                    val = (model(xv).squeeze(-1) - yv).pow(2).mean()
+                guard.validation_end(val)
+                out.norms[step] = guard.last_norms()["total"]
+                out.val_losses[step] = val.item()
+                if guard.should_stop:
+                    break
+        out.events = list(guard.events)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.base, self.proc, self.log = base, proc, log
+
+    def get(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.base}{path}{query}", timeout=60) as response:
+            return json.loads(response.read().decode("utf-8"))
+
+    def wait_for(self, what: str, probe: Any) -> Any:
+        """Poll ``probe()`` until it returns something truthy (the server loads logs in the background)."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"TensorBoard exited with {self.proc.returncode}:\n{self.log.read_text(errors='replace')}")
+            try:
+                result = probe()
+                if result:
+                    return result
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as exc:
+                last_error = exc
+            time.sleep(1.0)
+        pytest.fail(
+            f"TensorBoard did not serve {what} in {STARTUP_TIMEOUT_S:.0f}s (last error: {last_error}):\n"
+            f"{self.log.read_text(errors='replace')[-2000:]}"
+        )
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    return train_real_run(tmp_path_factory.mktemp("tb") / "logs")
+
+
+@pytest.fixture(scope="module")
+def server(real_run: RealRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("tb-server") / "tensorboard.log"
+    port = free_port()
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(real_run.log_dir.parent)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"]
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            cmd, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    try:
+        srv = Server(f"http://127.0.0.1:{port}", proc, log)
+        srv.wait_for("the plugin listing", lambda: srv.get("/data/plugins_listing"))
+        srv.wait_for(
+            "normguard's scalars",
+            lambda: tags.TOTAL_NORM in srv.get("/data/plugin/scalars/tags").get(RUN, {}),
+        )
+        yield srv
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_the_run_fired_and_stopped(real_run: RealRun) -> None:
+    kinds = [e.kind for e in real_run.events]
+    assert ng.EventKind.DETECTOR_FIRED in kinds and ng.EventKind.STOP in kinds and ng.EventKind.RESTORE in kinds
+
+
+def test_plugins_and_runs(server: Server) -> None:
+    listing = server.get("/data/plugins_listing")
+    for plugin in ("scalars", "custom_scalars", "text"):
+        assert listing[plugin]["enabled"], plugin
+    assert server.get("/data/runs") == [RUN]
+
+
+def test_normguard_scalar_tags_are_served(server: Server) -> None:
+    served = set(server.get("/data/plugin/scalars/tags")[RUN])
+    expected = {
+        tags.TOTAL_NORM,
+        tags.GROWTH_EXPONENT,
+        tags.RELATIVE_GROWTH,
+        tags.layer_tag("<root>"),
+        tags.TRAIN_LOSS,
+        tags.VAL_LOSS,
+        tags.NOISE_FLOOR,
+        tags.GAP,
+        tags.GAP_TREND,
+        tags.condition_tag("below_floor"),
+        tags.condition_tag("norm_growing"),
+        tags.condition_tag("gap_widening"),
+        tags.condition_tag("streak"),
+        tags.event_tag("detector_fired"),
+        tags.event_tag("stop"),
+        tags.event_tag("restore"),
+        f"{tags.WEIGHT_DECAY}/group_0",
+    }
+    assert expected <= served, sorted(expected - served)
+    assert all(tag.startswith(tags.PREFIX + "/") for tag in served)
+
+
+def test_served_values_are_the_runs_values(server: Server, real_run: RealRun) -> None:
+    rows = server.get("/data/plugin/scalars/scalars", run=RUN, tag=tags.TOTAL_NORM)  # [wall_time, step, value]
+    served = {int(step): value for _, step, value in rows}
+    assert served.keys() == real_run.norms.keys()
+    for step, norm in real_run.norms.items():
+        assert served[step] == pytest.approx(norm, rel=1e-6), step
+    rows = server.get("/data/plugin/scalars/scalars", run=RUN, tag=tags.VAL_LOSS)
+    assert {int(step): pytest.approx(value, rel=1e-6) for _, step, value in rows} == real_run.val_losses
+    rows = server.get("/data/plugin/scalars/scalars", run=RUN, tag=tags.NOISE_FLOOR)
+    assert {value for *_, value in rows} == {1.0}
+    for event in real_run.events:
+        rows = server.get("/data/plugin/scalars/scalars", run=RUN, tag=tags.event_tag(event.kind.value))
+        assert [(int(step), value) for _, step, value in rows] == [(event.step, 1.0)], event.kind
+
+
+def test_custom_scalars_layout_is_served(server: Server) -> None:
+    layout = server.get("/data/plugin/custom_scalars/layout")
+    charts = {
+        chart["title"]: chart["multiline"]["tag"]
+        for category in layout["category"]
+        if category["title"] == tags.PREFIX
+        for chart in category["chart"]
+    }
+    expected = {title: spec[1] for title, spec in tags.custom_scalars_layout()[tags.PREFIX].items()}
+    assert charts == expected
+    # each chart's tags are served scalars of the run
+    served = set(server.get("/data/plugin/scalars/tags")[RUN])
+    for title, chart_tags in charts.items():
+        assert set(chart_tags) <= served, title
+
+
+def test_event_text_is_served(server: Server, real_run: RealRun) -> None:
+    text_tag = f"{tags.EVENTS_TEXT}/text_summary"  # torch's add_text appends /text_summary
+    assert server.get("/data/plugin/text/tags")[RUN] == [text_tag]
+    rows = server.get("/data/plugin/text/text", run=RUN, tag=text_tag)
+    served: dict[int, list[str]] = {}
+    for row in rows:
+        served.setdefault(int(row["step"]), []).append(row["text"])
+    by_step: dict[int, list[str]] = {}
+    for event in real_run.events:
+        by_step.setdefault(event.step, []).append(event.line())
+    assert served.keys() == by_step.keys()
+    for step, lines in by_step.items():
+        # TensorBoard's default (fast) loader keeps one text value per step: the last one written.
+        # The Python loader (--load_fast=false) keeps them all. Either way the last line is there.
+        shown = [html.unescape(t) for t in served[step]]
+        assert any(lines[-1] in t for t in shown), (step, shown)
+        assert all(any(line in t for line in lines) for t in shown)
