@@ -58,6 +58,7 @@ __all__ = ["LoggedEvent", "RunData", "Series", "load_runs", "plot_report", "repo
 
 EVENT_FILE_MARKER = "tfevents"
 _EVENT_LINE = re.compile(r"^step (-?\d+) \[([^\]]+)\] (.*)$", re.DOTALL)
+_RESTORED = re.compile(r"restored the weights of step (\d+)")  # normguard.monitor's restore message
 #: event kinds that are normguard acting on training (the rest are observations)
 ACTION_KINDS = (
     EventKind.WEIGHT_DECAY_CHANGED.value,
@@ -258,7 +259,9 @@ def summarize(run: RunData, top_k: int = 5) -> dict[str, Any]:
     """A JSON-friendly summary of one run (``None`` where a value was never logged).
 
     Keys: ``run``, ``path``, ``last_step``, ``checks`` (number of norm checks),
-    ``final_norm``, ``max_growth_exponent`` and its step, ``first_fired_step``,
+    ``final_norm`` (at the last check: before a restore), ``max_growth_exponent`` and its
+    step, ``first_fired_step``, ``restored_to_step`` and ``norm_after_restore`` (the logged
+    norm at the step whose weights were restored, when the run restored any),
     ``events`` (every event: step, kind, message), ``actions_taken`` (the action kinds
     among them), ``final_train_loss``, ``final_val_loss``, ``best_val_loss`` and its step,
     ``noise_floor``, ``final_gap``, ``weight_decay`` (final value per param group) and
@@ -287,6 +290,13 @@ def summarize(run: RunData, top_k: int = 5) -> dict[str, Any]:
         i = int(np.nanargmin(np.where(np.isfinite(val.values), val.values, np.nan)))
         best_val, best_val_step = float(val.values[i]), int(val.steps[i])
     total = run.series(tags.TOTAL_NORM)
+    restored_step = norm_after_restore = None
+    for e in run.events:
+        match = _RESTORED.search(e.message) if e.kind == EventKind.RESTORE.value else None
+        if match is not None:
+            restored_step = int(match.group(1))
+    if restored_step is not None and total is not None and restored_step in total.steps:
+        norm_after_restore = _finite_or_none(float(total.values[total.steps.tolist().index(restored_step)]))
     fired = [e.step for e in run.events if e.kind == EventKind.DETECTOR_FIRED.value]
     actions = []
     for e in run.events:
@@ -301,6 +311,8 @@ def summarize(run: RunData, top_k: int = 5) -> dict[str, Any]:
         "max_growth_exponent": max_growth,
         "max_growth_exponent_step": max_growth_step,
         "first_fired_step": fired[0] if fired else None,
+        "restored_to_step": restored_step,
+        "norm_after_restore": norm_after_restore,
         "events": [e.to_dict() for e in run.events],
         "actions_taken": actions,
         "final_train_loss": _finite_or_none(last(tags.TRAIN_LOSS)),
@@ -336,6 +348,14 @@ def _plot(ax: Any, series: Series | None, **kwargs: Any) -> bool:
 def _positive(*series: Series | None) -> bool:
     values = [s.values[np.isfinite(s.values)] for s in series if s is not None and len(s)]
     return bool(values) and all((v > 0).all() for v in values) and any(v.size for v in values)
+
+
+def _cell_widths(steps: np.ndarray) -> np.ndarray:
+    """0.8 of the distance to the nearer neighbouring decision: cells never overlap."""
+    if len(steps) < 2:
+        return np.ones(len(steps))
+    gaps = np.diff(steps).astype(float)
+    return 0.8 * np.minimum(np.r_[gaps[0], gaps], np.r_[gaps, gaps[-1]])
 
 
 def _no_data(ax: Any, what: str) -> None:
@@ -398,12 +418,10 @@ def _draw_column(axes: Sequence[Any], run: RunData, top_k: int) -> set[str]:
         series = conditions[name]
         if len(series) == 0:
             continue
-        width = float(np.median(np.diff(series.steps))) if len(series) > 1 else 1.0
-        held = series.steps[series.values > 0.5]
-        not_held = series.steps[series.values <= 0.5]
-        cells = 0.8 * width  # a visible gap between decisions
-        ax_cond.broken_barh([(s - cells / 2, cells) for s in held], (row - 0.4, 0.8), color="tab:red")
-        ax_cond.broken_barh([(s - cells / 2, cells) for s in not_held], (row - 0.4, 0.8), color="0.85")
+        widths = _cell_widths(series.steps)
+        for keep, colour in ((series.values > 0.5, "tab:red"), (series.values <= 0.5, "0.85")):
+            cells = [(s - w / 2, w) for s, w in zip(series.steps[keep], widths[keep])]
+            ax_cond.broken_barh(cells, (row - 0.4, 0.8), color=colour)
     ax_cond.set_yticks(range(len(names)), names, fontsize="x-small")
     ax_cond.set_ylim(-0.6, max(len(names), 1) - 0.4)
     if not names:
@@ -528,6 +546,8 @@ def report_html(runs: Mapping[str, RunData], png: bytes, top_k: int = 5) -> str:
         ("max growth exponent", "max_growth_exponent"),
         ("first fired at step", "first_fired_step"),
         ("actions taken", "actions_taken"),
+        ("restored to step", "restored_to_step"),
+        ("norm after restore", "norm_after_restore"),
         ("final train loss", "final_train_loss"),
         ("final val loss", "final_val_loss"),
         ("best val loss", "best_val_loss"),

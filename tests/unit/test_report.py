@@ -125,6 +125,10 @@ def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
         assert [f"step {e['step']} [{e['kind']}] {e['message']}" for e in s["events"]] == results[name]["events"]
         assert s["first_fired_step"] == results[name]["first_fired_step"]
     assert guarded["actions_taken"] == ["restore", "stop"]
+    # restored to the best validation's weights: the norm logged there is the model's norm at the end
+    assert guarded["restored_to_step"] == guarded["best_val_step"] < fired
+    assert guarded["norm_after_restore"] == pytest.approx(results["guarded"]["final_norm"], rel=1e-5)
+    assert plain["restored_to_step"] is None and plain["norm_after_restore"] is None
     assert plain["actions_taken"] == []
     assert guarded["last_step"] == results["guarded"]["steps"] == fired  # stopped at the check that fired
     assert plain["last_step"] == 120

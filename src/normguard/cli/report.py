@@ -35,9 +35,11 @@ def _line(s: dict[str, Any]) -> str:
 
     fired = "not fired" if s["first_fired_step"] is None else f"fired at step {s['first_fired_step']}"
     actions = ", ".join(s["actions_taken"]) or "none"
+    norm = f"norm at the last check {fmt(s['final_norm'])} (max growth exponent {fmt(s['max_growth_exponent'])})"
+    if s["restored_to_step"] is not None:
+        norm += f", restored to the weights of step {s['restored_to_step']} (norm {fmt(s['norm_after_restore'])})"
     return (
-        f"{s['run']}: {s['last_step']} steps, detector {fired}, actions: {actions}; "
-        f"final norm {fmt(s['final_norm'])} (max growth exponent {fmt(s['max_growth_exponent'])}); "
+        f"{s['run']}: {s['last_step']} steps, detector {fired}, actions: {actions}; {norm}; "
         f"final train loss {fmt(s['final_train_loss'])}, val loss {fmt(s['final_val_loss'])} "
         f"(best {fmt(s['best_val_loss'])}), noise floor {fmt(s['noise_floor'])}"
     )
