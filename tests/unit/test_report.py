@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -202,3 +203,15 @@ def test_cli_no_figure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     out = json.loads(capsys.readouterr().out)
     assert out["figure"] is None and out["runs"][0]["final_norm"] == 4.5
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_cli_without_matplotlib_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_synthetic(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'normguard[report]'" in err and "--no-figure" in err
+    assert main(["report", str(tmp_path), "--no-figure"]) == 0
