@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import warnings
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ def mse(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     return (model(x).squeeze(-1) - y).pow(2).mean()
 
 
-def train(data: dict[str, torch.Tensor], action: str, args: argparse.Namespace, log_dir: str | None) -> dict:
+def train(data: dict[str, torch.Tensor], action: str, args: argparse.Namespace, log_dir: str | None) -> dict[str, Any]:
     model = torch.nn.Linear(data["x_train"].shape[1], 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -82,7 +83,7 @@ def train(data: dict[str, torch.Tensor], action: str, args: argparse.Namespace, 
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--log-dir", default=None, help="TensorBoard directory (runs go to LOG_DIR/<name>)")
     parser.add_argument("--n", type=int, default=400, help="training samples (default: %(default)s)")
