@@ -41,7 +41,7 @@ def make_task(kind: str, quick: bool) -> tuple[nn.Module, Callable[[nn.Module], 
 
         return model, loss_fn
     model = mlp(width=256 if quick else 1024, depth=4, d_in=256, d_out=10)
-    x, y = torch.randn(128, 256), torch.randint(0, 10, (128,))
+    x, y = torch.randn(32, 256), torch.randint(0, 10, (32,))
     return model, lambda m: nn.functional.cross_entropy(m(x), y)
 
 
@@ -166,13 +166,13 @@ def row(label: str, res: dict[str, list[float]], rounds: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models, few rounds, print only")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 8; quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 12; quick 2)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-lightning", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rounds = args.rounds or (2 if args.quick else 8)
+    rounds = args.rounds or (2 if args.quick else 12)
 
     lines = [
         "| loop | unguarded step | rounds | A/A: unguarded vs unguarded (IQR) | guarded, every 50 steps (IQR) "
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead that leaves out indirect effects such as cache pollution. "
         "Lightning: whole `fit` runs of 310 steps alternate; time per "
         "step after the first 10. AdamW; transformer: 4-layer `nn.TransformerEncoder` (d_model 128, ff 512), "
-        "batch 8×32 tokens; MLP: 3 hidden layers of 1024, batch 128.\n"
+        "batch 8×32 tokens; MLP: 3 hidden layers of 1024, batch 32.\n"
         + notes
     )
     print(body)
