@@ -1,0 +1,482 @@
+"""NormGuardCallback in real Lightning Trainers: logs read back, detection, resume, misconfiguration."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+L = pytest.importorskip("lightning")
+
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+import normguard as ng  # noqa: E402
+from normguard import tensorboard as tags  # noqa: E402
+from normguard.events import EventKind  # noqa: E402
+from normguard.lightning import NormGuardCallback  # noqa: E402
+from normguard.tasks import power_law_regression  # noqa: E402
+
+QUIET = {
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "enable_checkpointing": False,
+    "accelerator": "cpu",
+    "devices": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning() -> None:
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ---------------------------------------------------------------------------- small fixtures
+class Regressor(L.LightningModule):
+    """MSE regression; records each step's loss so tests can recompute what was logged."""
+
+    def __init__(
+        self, net: nn.Module, lr: float = 1e-2, optimizer: str = "adam", weight_decay: float = 0.0, log_as: str = ""
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.log_as = log_as or "train_loss"
+        self.step_losses: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = (self(x) - y).float().pow(2).mean()
+        self.step_losses.append(loss.detach())
+        self.log(self.log_as, loss)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", (self(x) - y).float().pow(2).mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[self.optimizer]
+        return cls(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def mlp(d_in: int = 6, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+def linear(d_in: int, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Linear(d_in, 1, bias=False)
+
+
+def loaders(data: Mapping[str, torch.Tensor], batch_size: int | None = None) -> tuple[DataLoader, DataLoader]:
+    train = TensorDataset(data["x_train"], data["y_train"])
+    val = TensorDataset(data["x_val"], data["y_val"])
+    return (
+        DataLoader(train, batch_size=batch_size or len(train)),
+        DataLoader(val, batch_size=len(val)),
+    )
+
+
+def random_regression(n: int = 64, d: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n + 32, d, generator=g)
+    y = x[:, 0] - 0.5 * x[:, 1] + 0.3 * torch.randn(n + 32, generator=g)
+    return {"x_train": x[:n], "y_train": y[:n], "x_val": x[n:], "y_val": y[n:]}
+
+
+@pytest.fixture(scope="module")
+def noise_task() -> dict[str, torch.Tensor]:
+    """The paper's linear setting: d = 1.5 n, Σ = diag(i^-1.5), β* ~ N(0, 10/d I): almost no signal."""
+    return power_law_regression(n=200, alpha=1.5, seed=0)
+
+
+@pytest.fixture(scope="module")
+def clean_task() -> dict[str, torch.Tensor]:
+    """Well-posed regression, n >> d: the model cannot fit the noise."""
+    g = torch.Generator().manual_seed(0)
+    beta = torch.randn(5, generator=g)
+    out = {}
+    for split, size in (("train", 1000), ("val", 500)):
+        x = torch.randn(size, 5, generator=g)
+        out[f"x_{split}"], out[f"y_{split}"] = x, x @ beta + torch.randn(size, generator=g)
+    return out
+
+
+class RecordingSink:
+    """A sink that keeps everything it is given."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, dict[str, float]]] = []
+        self.texts: list[tuple[int, str, str]] = []
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        self.rows.append((step, dict(values)))
+
+    def text(self, step: int, tag: str, text: str) -> None:
+        self.texts.append((step, tag, text))
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def series(self, tag: str) -> list[tuple[int, float]]:
+        return [(step, row[tag]) for step, row in self.rows if tag in row]
+
+
+def read_events(log_dir: str | Path) -> EventAccumulator:
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+# ---------------------------------------------------------------------------- logging
+def test_tensorboard_logger_gets_tags_layout_and_final_norms(tmp_path: Path) -> None:
+    module = Regressor(mlp(), lr=0.05, optimizer="adamw", weight_decay=1e-3)
+    train, val = loaders(random_regression(), batch_size=8)
+    guard = NormGuardCallback(every_n_train_steps=5)
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    trainer = L.Trainer(
+        max_epochs=2, limit_train_batches=5, log_every_n_steps=1, logger=logger, callbacks=[guard], **QUIET
+    )
+    trainer.fit(module, train, val)  # sanity check runs first (2 val steps) and must be ignored
+
+    assert trainer.global_step == 10
+    acc = read_events(logger.log_dir)
+    scalar_tags = set(acc.Tags()["scalars"])
+    expected = {
+        tags.TOTAL_NORM,
+        tags.TRAIN_LOSS,
+        tags.VAL_LOSS,
+        tags.layer_tag("net.0"),
+        tags.layer_tag("net.2"),
+        f"{tags.WEIGHT_DECAY}/group_0",
+        "train_loss",  # Lightning's own metrics land in the same run
+    }
+    assert expected <= scalar_tags, expected - scalar_tags
+    # the custom-scalars layout is in the run's event file too
+    from tensorboard.plugins.custom_scalar import metadata
+
+    assert acc.Tensors(metadata.CONFIG_SUMMARY_TAG)
+    # checks at steps 5 and 10; validations (not the sanity check) at the end of each epoch
+    assert [e.step for e in acc.Scalars(tags.VAL_LOSS)] == [5, 10]
+    # the last check is the last step, and validation does not change weights: values = final model
+    final = {k: v.item() for k, v in ng.layer_norms(module).items()}
+    for layer in ("net.0", "net.2"):
+        assert acc.Scalars(tags.layer_tag(layer))[-1].value == pytest.approx(final[layer], rel=1e-6)
+    assert acc.Scalars(tags.TOTAL_NORM)[-1].value == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
+    # the train loss at a check is the mean of the per-step losses since the previous check
+    losses = [x.item() for x in module.step_losses]
+    train_logged = {e.step: e.value for e in acc.Scalars(tags.TRAIN_LOSS)}
+    assert train_logged[5] == pytest.approx(sum(losses[:5]) / 5, rel=1e-5)
+    assert train_logged[10] == pytest.approx(sum(losses[5:10]) / 5, rel=1e-5)
+    assert guard.last_norms()["total"] == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
+
+
+def test_csv_and_several_loggers_get_the_scalars(tmp_path: Path) -> None:
+    module = Regressor(mlp())
+    train, val = loaders(random_regression(), batch_size=16)
+    csv_logger = CSVLogger(str(tmp_path), name="csv")
+    tb_logger = TensorBoardLogger(str(tmp_path), name="tb")
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=4,
+        logger=[csv_logger, tb_logger],
+        callbacks=[NormGuardCallback(every_n_train_steps=2)],
+        **QUIET,
+    )
+    trainer.fit(module, train, val)
+    with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    totals = [(int(r["step"]), float(r[tags.TOTAL_NORM])) for r in rows if r.get(tags.TOTAL_NORM)]
+    assert [s for s, _ in totals][:4] == [2, 4, 4, 6]  # step 4: the train check, then the validation check
+    assert totals[-1][1] == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
+    assert any(r.get(tags.layer_tag("net.0")) for r in rows)
+    assert tags.TOTAL_NORM in read_events(tb_logger.log_dir).Tags()["scalars"]
+
+
+# ---------------------------------------------------------------------------- detection
+def test_fires_stops_and_restores_best_on_the_near_interpolation_task(noise_task: dict[str, torch.Tensor]) -> None:
+    L.seed_everything(0)
+    module = Regressor(linear(noise_task["x_train"].shape[1]), lr=1e-2)
+    train, val = loaders(noise_task)
+    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action="stop")
+    trainer = L.Trainer(max_epochs=200, check_val_every_n_epoch=5, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train, val)
+
+    kinds = [e.kind for e in guard.events]
+    assert kinds == [EventKind.DETECTOR_FIRED, EventKind.RESTORE, EventKind.STOP]
+    stop_step = guard.events[-1].step
+    assert trainer.global_step == stop_step < 200 and trainer.should_stop and guard.should_stop
+    fired = [v for v in guard.verdicts if v.fired]
+    assert len(fired) == 1 and all(fired[0].conditions.values())
+    assert fired[0].train_loss < 1.0  # below the noise floor
+    # restore-best: the module holds the weights of the best validation check (kept on the CPU)
+    best = guard.monitor.best
+    assert best is not None and best.step < stop_step
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, best.state[k])
+
+
+def test_quiet_on_a_well_posed_task(clean_task: dict[str, torch.Tensor]) -> None:
+    L.seed_everything(0)
+    module = Regressor(linear(5), lr=0.1)
+    train, val = loaders(clean_task)
+    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action="stop")
+    trainer = L.Trainer(max_epochs=150, check_val_every_n_epoch=5, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train, val)
+    assert trainer.global_step == 150
+    assert not guard.should_stop and guard.events == []
+    decided = [v for v in guard.verdicts if v.decided]
+    assert len(decided) == 31  # one at the first check (no validation yet), then one per validation
+    assert max(v.streak for v in decided) < 3
+
+
+# ---------------------------------------------------------------------------- resume
+def _resume_run(data: dict[str, torch.Tensor], max_epochs: int, ckpt_path: str | None = None) -> tuple[Any, ...]:
+    L.seed_everything(0)
+    module = Regressor(linear(data["x_train"].shape[1]), lr=1e-2, weight_decay=1e-4)
+    train, val = loaders(data)
+    action = ng.RaiseWeightDecay(factor=4.0, cooldown=1, max_weight_decay=0.5)
+    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action=action)
+    trainer = L.Trainer(max_epochs=max_epochs, check_val_every_n_epoch=5, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train, val, ckpt_path=ckpt_path)
+    return trainer, guard, module
+
+
+def test_checkpoint_resume_continues_exactly(tmp_path: Path, noise_task: dict[str, torch.Tensor]) -> None:
+    full_trainer, full, full_module = _resume_run(noise_task, 84)
+    # interrupted at 42: not a multiple of 5, so the partial loss window must survive the checkpoint
+    first_trainer, _, _ = _resume_run(noise_task, 42)
+    path = str(tmp_path / "mid.ckpt")
+    first_trainer.save_checkpoint(path)
+    resumed_trainer, resumed, resumed_module = _resume_run(noise_task, 84, ckpt_path=path)
+
+    assert resumed_trainer.global_step == full_trainer.global_step == 84
+    changes = [e for e in full.events if e.kind == EventKind.WEIGHT_DECAY_CHANGED]
+    assert len(changes) >= 2 and any(e.step > 42 for e in changes)  # the test exercises the cooldown
+    assert [e.to_dict() for e in resumed.events] == [e.to_dict() for e in full.events]
+    tail = [v for v in full.verdicts if v.step > 42]
+    assert resumed.verdicts == tail  # the same decisions, conditions, windows, streaks
+    wd = [g["weight_decay"] for g in full_trainer.optimizers[0].param_groups]
+    assert [g["weight_decay"] for g in resumed_trainer.optimizers[0].param_groups] == wd
+    assert wd[0] > 1e-4
+    torch.testing.assert_close(resumed_module.net.weight, full_module.net.weight)
+
+
+def test_two_callbacks_coexist_in_a_checkpoint_and_duplicates_fail(tmp_path: Path) -> None:
+    a = NormGuardCallback(every_n_train_steps=2, name="a")
+    b = NormGuardCallback(every_n_train_steps=2, name="b")
+    assert a.state_key != b.state_key
+    module = Regressor(mlp())
+    train, _ = loaders(random_regression(), batch_size=16)
+    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[a, b], **QUIET)
+    trainer.fit(module, train)
+    path = tmp_path / "two.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=False)["callbacks"]
+    assert {a.state_key, b.state_key} <= set(saved)
+    assert len(saved[a.state_key]["monitor"]["detector"]["norms"]) == 2
+
+    # Lightning refuses twins given to the Trainer; the callback also catches one appended later
+    with pytest.raises(RuntimeError, match="state_key` must be unique"):
+        L.Trainer(callbacks=[NormGuardCallback(), NormGuardCallback()], logger=False, **QUIET)
+    trainer = L.Trainer(max_steps=2, logger=False, callbacks=[NormGuardCallback()], **QUIET)
+    trainer.callbacks.append(NormGuardCallback())
+    with pytest.raises(ValueError, match="unique `state_key`"):
+        trainer.fit(Regressor(mlp()), train)
+
+
+def test_state_from_an_older_version_loads() -> None:
+    guard = NormGuardCallback(every_n_train_steps=2, action="stop")
+    guard.load_state_dict({"monitor": {"detector": {"norms": [[2, 1.0]]}}})  # keys missing: defaults
+    train, val = loaders(random_regression(), batch_size=16)
+    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(Regressor(mlp()), train, val)
+    assert guard.monitor is not None and guard.detector.state_dict()["norms"][0] == [2, 1.0]
+    assert len(guard.verdicts) >= 2
+
+
+# ---------------------------------------------------------------------------- misconfiguration
+def test_unknown_train_metric_lists_the_available_keys() -> None:
+    train, _ = loaders(random_regression(), batch_size=16)
+    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[NormGuardCallback(every_n_train_steps=2)], **QUIET)
+    with pytest.raises(RuntimeError, match=r"no metric 'train_loss'.*\['loss'\]"):
+        trainer.fit(Regressor(mlp(), log_as="loss"), train)
+
+
+def test_unknown_val_metric_lists_the_available_keys() -> None:
+    train, val = loaders(random_regression(), batch_size=16)
+    guard = NormGuardCallback(every_n_train_steps=2, val_loss="valid/mse")
+    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[guard], num_sanity_val_steps=0, **QUIET)
+    with pytest.raises(RuntimeError, match=r"no metric 'valid/mse'.*'val_loss'"):
+        trainer.fit(Regressor(mlp()), train, val)
+
+
+def test_train_metric_logged_only_on_epoch_is_refused() -> None:
+    class EpochOnly(Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = (self(x) - y).pow(2).mean()
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+    train, _ = loaders(random_regression(), batch_size=16)
+    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[NormGuardCallback(every_n_train_steps=2)], **QUIET)
+    with pytest.raises(ValueError, match="on_step=False"):
+        trainer.fit(EpochOnly(mlp()), train)
+
+
+class NoDecay(torch.optim.Optimizer):
+    """A custom optimizer whose param groups have no `weight_decay` entry."""
+
+    def __init__(self, params: Any, lr: float = 0.1) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"])
+
+
+def test_weight_decay_action_needs_weight_decay_in_the_optimizer() -> None:
+    class Custom(Regressor):
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return NoDecay(self.parameters())
+
+    train, _ = loaders(random_regression(), batch_size=16)
+    guard = NormGuardCallback(every_n_train_steps=2, action="weight_decay")
+    trainer = L.Trainer(max_steps=2, logger=False, callbacks=[guard], **QUIET)
+    with pytest.raises(ValueError, match="`weight_decay` entry"):
+        trainer.fit(Custom(mlp()), train)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="every_n_train_steps"):
+        NormGuardCallback(every_n_train_steps=0)
+    with pytest.raises(ValueError, match="not both"):
+        NormGuardCallback(detector=ng.NearInterpolationDetector(), noise_floor=1.0)
+    with pytest.raises(ValueError, match="action"):
+        NormGuardCallback(action="explode")
+    with pytest.raises(ValueError, match="noise_floor"):
+        NormGuardCallback(noise_floor="high")
+
+
+# ---------------------------------------------------------------------------- loop variants
+def test_fast_dev_run_is_skipped(tmp_path: Path) -> None:
+    guard = NormGuardCallback(every_n_train_steps=1)
+    train, val = loaders(random_regression(), batch_size=16)
+    trainer = L.Trainer(fast_dev_run=2, callbacks=[guard], **{**QUIET, "enable_checkpointing": None})
+    trainer.fit(Regressor(mlp()), train, val)
+    assert guard.monitor is None and guard.verdicts == [] and guard.events == []
+
+
+def test_validate_outside_fit_is_ignored() -> None:
+    guard = NormGuardCallback(every_n_train_steps=2)
+    train, val = loaders(random_regression(), batch_size=16)
+    trainer = L.Trainer(max_steps=2, logger=False, callbacks=[guard], num_sanity_val_steps=0, **QUIET)
+    module = Regressor(mlp())
+    trainer.fit(module, train, val)
+    before = len(guard.verdicts)
+    trainer.validate(module, val, verbose=False)
+    assert len(guard.verdicts) == before
+
+
+def test_gradient_accumulation_checks_on_optimizer_steps_with_unscaled_losses() -> None:
+    module = Regressor(mlp())
+    train, _ = loaders(random_regression(), batch_size=8)
+    guard = NormGuardCallback(every_n_train_steps=2)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=8, accumulate_grad_batches=2, logger=False, **QUIET)
+    trainer.callbacks.append(guard)
+    trainer.fit(module, train)
+    assert trainer.global_step == 4
+    assert [v.step for v in guard.verdicts] == [2, 4]
+    losses = [x.item() for x in module.step_losses]
+    # every batch's loss (not divided by accumulate_grad_batches) enters the mean, once
+    assert guard.verdicts[0].train_loss == pytest.approx(sum(losses[:4]) / 4, rel=1e-5)
+    assert guard.verdicts[1].train_loss == pytest.approx(sum(losses[4:]) / 4, rel=1e-5)
+
+
+class TwoOptimizers(L.LightningModule):
+    """Manual optimization with two optimizers: global_step advances by 2 per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        torch.manual_seed(0)
+        self.encoder = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 1)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        opt_a, opt_b = self.optimizers()
+        loss = (self.head(torch.tanh(self.encoder(x))).squeeze(-1) - y).pow(2).mean()
+        opt_a.zero_grad()
+        opt_b.zero_grad()
+        self.manual_backward(loss)
+        opt_a.step()
+        opt_b.step()
+        self.log("train_loss", loss)
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            torch.optim.AdamW(self.encoder.parameters(), lr=1e-2, weight_decay=1e-2),
+            torch.optim.SGD(self.head.parameters(), lr=1e-2, weight_decay=0.0),
+        ]
+
+
+def test_manual_optimization_with_two_optimizers() -> None:
+    sink = RecordingSink()
+    guard = NormGuardCallback(every_n_train_steps=5, sinks=[sink], action="weight_decay")
+    train, _ = loaders(random_regression(), batch_size=8)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=8, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(TwoOptimizers(), train)
+    assert trainer.global_step == 16
+    assert [v.step for v in guard.verdicts] == [6, 10, 16]  # the first step at or past each multiple of 5
+    assert {f"{tags.WEIGHT_DECAY}/opt_0_group_0", f"{tags.WEIGHT_DECAY}/opt_1_group_0"} <= set(sink.rows[-1][1])
+    assert set(guard.last_norms()) == {"encoder", "head", "total"}
+
+
+def test_bf16_mixed_precision_on_cpu() -> None:
+    module = Regressor(mlp())
+    train, val = loaders(random_regression(), batch_size=16)
+    guard = NormGuardCallback(every_n_train_steps=2)
+    trainer = L.Trainer(max_steps=4, precision="bf16-mixed", logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train, val)
+    assert [v.step for v in guard.verdicts][:2] == [2, 4]
+    assert all(math.isfinite(v.train_loss) for v in guard.verdicts if v.train_loss is not None)
+    assert guard.last_norms()["total"] == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
+
+
+def test_torch_compiled_submodule() -> None:
+    # The network inside the LightningModule is compiled (backend="eager": Lightning's loop and
+    # normguard's reads see a compiled module without waiting minutes for inductor's C++ build on CPU).
+    # Compiling the whole LightningModule fails in torch 2.13 + Lightning 2.6 inside `self.log`,
+    # with or without normguard (dynamo cannot trace Lightning's signature inspection).
+    module = Regressor(torch.compile(mlp(), backend="eager"))
+    train, _ = loaders(random_regression(), batch_size=16)
+    guard = NormGuardCallback(every_n_train_steps=2)
+    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train)
+    assert [v.step for v in guard.verdicts] == [2, 4]
+    assert set(guard.last_norms()) == {"net._orig_mod.0", "net._orig_mod.2", "total"}
+    assert guard.last_norms()["total"] == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
