@@ -249,18 +249,41 @@ class NormEngine:
         """The measured parameters, in layer order."""
         return list(self._refresh().params)
 
+    def _fingerprint(self) -> tuple[object, ...]:
+        """A cheap host-side identity of the measured set (ids and requires_grad; no grouping).
+
+        Walks ``_parameters`` directly: about 4x cheaper per parameter than
+        :func:`group_parameters`, which only runs when this fingerprint changes.
+        """
+        frozen = self.include_frozen
+        fp: list[object] = [
+            id(p)
+            for m in self.model.modules()
+            for p in m._parameters.values()
+            if p is not None and (frozen or p.requires_grad)
+        ]
+        if self.optimizer is not None:
+            fp.extend((id(g["params"]), len(g["params"])) for g in self.optimizer.param_groups)
+        return tuple(fp)
+
     def _refresh(self) -> _Plan:
-        groups = self._groups()
-        signature = tuple(id(p) for params in groups.values() for p in params)
-        if self._plan is None or signature != self._signature:
+        signature = self._fingerprint()
+        if self._plan is None or signature != self._signature or self._plan.moved():
             self._signature = signature
-            self._plan = _Plan(groups)
+            self._plan = _Plan(self._groups())
         return self._plan
 
     def compute(self) -> NormSnapshot:
         """One norm pass; results stay on the device, no host synchronisation."""
         plan = self._refresh()
-        layer_sq = plan.reduce([p.detach() for p in plan.params])
+        if plan.sharded:
+            layer_sq = plan.reduce([p.detach() for p in plan.params])
+        else:
+            try:
+                layer_sq = plan.reduce_plain()
+            except RuntimeError:  # a parameter changed dtype or device in place: plan again
+                self._plan = plan = _Plan(self._groups())
+                layer_sq = plan.reduce_plain()
         init_sq = update_sq = None
         if self.track_init_distance:
             init = [self._copy_once(self._init, p) for p in plan.params]
@@ -313,6 +336,38 @@ class _Plan:
         self.home = locals_[0][0].device if locals_ else torch.device("cpu")
         self.sharded = any(w is not None for _, w in locals_)
         self._index_cache: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
+        self._first = (self.home, self.params[0].dtype) if self.params else None
+        # Plain (unsharded) parameters: buckets built once; each pass only launches the reductions.
+        self._plain: list[tuple[torch.dtype | None, list[Tensor], Tensor]] = []
+        if not self.sharded:
+            positions: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+            for i, p in enumerate(self.params):
+                positions.setdefault((p.device, p.dtype), []).append(i)
+            for (_device, dtype), pos in positions.items():
+                accumulate = torch.float32 if dtype.itemsize <= 4 and dtype.is_floating_point else None
+                index = torch.tensor([self.layer_of[i] for i in pos], device=self.home)
+                self._plain.append((accumulate, [self.params[i] for i in pos], index))
+
+    def moved(self) -> bool:
+        """Whether the first parameter changed device or dtype (e.g. ``model.to(...)``) since planning."""
+        if not self.params:
+            return False
+        first = self.params[0]
+        return (_local(first)[0].device, first.dtype) != self._first
+
+    def reduce_plain(self) -> Tensor:
+        """Per-layer sums of squares of the plain parameters: no per-parameter host work.
+
+        Parameters go to ``_foreach_norm`` as they are, under ``no_grad`` (no ``detach`` per
+        tensor); the per-layer sum is one ``index_add_`` per bucket into the result.
+        """
+        out = torch.zeros(len(self.layer_names), dtype=torch.float32, device=self.home)
+        with torch.no_grad():
+            for accumulate, params, index in self._plain:
+                norms = torch._foreach_norm(params, 2, dtype=accumulate)
+                squares = torch.stack(norms).to(device=self.home, dtype=torch.float32, non_blocking=True).square()
+                out.index_add_(0, index, squares)
+        return out
 
     def _index(self, device: torch.device, positions: tuple[int, ...]) -> Tensor:
         key = (device, positions)

@@ -163,3 +163,16 @@ def test_bad_arguments() -> None:
         ng.layer_norms("not a model")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`offload`"):
         NormEngine(nn.Linear(1, 1), offload="gpu")
+
+
+def test_a_long_lived_engine_follows_in_place_changes() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    engine = NormEngine(model)
+    engine.compute()
+    model[1].weight.data = model[1].weight.data.double()  # dtype changed in place, same Parameter
+    model.double()
+    got = {k: v.item() for k, v in engine.compute().layer_norms().items()}
+    want = reference_layer_norms(group_parameters(model))
+    assert got == pytest.approx(want, rel=1e-6)
+    model[0].weight.requires_grad_(False)
+    assert engine.compute().layer_norms()["0"].item() == pytest.approx(model[0].bias.detach().norm().item(), rel=1e-6)
