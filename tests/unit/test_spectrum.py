@@ -1,0 +1,104 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from normguard.spectrum import (
+    CovarianceAccumulator,
+    estimate_alpha,
+    estimate_alpha_streaming,
+    layer_input_alphas,
+    plot_spectrum,
+)
+
+
+def power_law(n, d, alpha, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.arange(1, d + 1, dtype=torch.float64) ** (-alpha / 2)
+    return (torch.randn(n, d, generator=g, dtype=torch.float64) * scale + 3.0).to(dtype)
+
+
+@pytest.mark.parametrize("alpha", [1.3, 2.0, 3.0])
+@pytest.mark.parametrize("shape", [(1500, 250), (300, 900)])
+def test_recovers_alpha(alpha, shape):
+    est = estimate_alpha(power_law(*shape, alpha), n_bootstrap=10, seed=1)
+    assert abs(est.alpha - alpha) < 0.15
+    assert est.alpha_ci[0] <= est.alpha <= est.alpha_ci[1]
+    assert est.r2 > 0.95 and est.ci_method == "bootstrap"
+    first, last = est.fit_range
+    assert 2 <= first < last <= min(shape)
+    assert np.all(np.diff(est.eigenvalues) <= 0)
+
+
+def test_numpy_float32_and_streaming_agree():
+    X = power_law(3000, 200, 2.0, dtype=torch.float32)
+    a = estimate_alpha(X.numpy(), n_bootstrap=0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X), batch_size=256)
+    b = estimate_alpha_streaming(loader)
+    assert a.ci_method == b.ci_method == "regression-se"
+    assert abs(a.alpha - b.alpha) < 1e-3 and a.fit_range == b.fit_range
+    assert b.n_samples == 3000 and b.n_features == 200
+
+
+def test_accumulator_matches_numpy_covariance():
+    X = power_law(500, 20, 1.5, seed=3)
+    acc = CovarianceAccumulator()
+    for chunk in X.split(97):
+        acc.update(chunk)
+    np.testing.assert_allclose(acc.covariance().numpy(), np.cov(X.numpy().T, bias=True), atol=1e-10)
+    with pytest.raises(ValueError, match="features"):
+        acc.update(torch.randn(4, 21))
+
+
+def test_density_tail_exponent_and_digits():
+    from sklearn.datasets import load_digits
+
+    est = estimate_alpha(load_digits().data, n_bootstrap=40)
+    assert est.n_features == 64 and est.alpha > 1
+    assert est.density_tail_exponent() == pytest.approx(1 + 1 / est.alpha)
+
+
+def test_warns_on_flat_spectrum():
+    X = torch.randn(2000, 100, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with pytest.warns(UserWarning, match="alpha"):
+        est = estimate_alpha(X, n_bootstrap=0)
+    assert est.alpha < 1
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="2-d"):
+        estimate_alpha(np.ones(10))
+    X = np.random.default_rng(0).normal(size=(50, 10))
+    X[3, 4] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        estimate_alpha(X)
+    with pytest.raises(ValueError, match="fit_range"):
+        estimate_alpha(power_law(200, 50, 2.0), fit_range=(5, 4))
+
+
+def test_layer_input_alphas_restores_model():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(16 * 6 * 6, 10)
+    )
+    before = [p.clone() for p in net.parameters()]
+    batches = [(torch.randn(8, 3, 8, 8), torch.zeros(8)) for _ in range(5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = layer_input_alphas(net, batches, max_batches=3, conv_mode="patches")
+        channels = layer_input_alphas(net, batches, max_batches=2, min_features=3)
+    assert set(out) == {"0", "3"}
+    assert out["0"].n_features == 27 and out["0"].n_samples == 3 * 8 * 36
+    assert out["3"].n_features == 576 and out["3"].n_samples == 24
+    assert channels["0"].n_features == 3 and channels["0"].n_samples == 2 * 8 * 64
+    assert net.training
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert all(not m._forward_pre_hooks for m in net.modules())
+
+
+def test_plot_spectrum(tmp_path):
+    est = estimate_alpha(power_law(500, 100, 2.0), n_bootstrap=0)
+    path = tmp_path / "s.png"
+    fig = plot_spectrum(est, path=str(path))
+    assert path.stat().st_size > 1000 and len(fig.axes) == 1
