@@ -28,17 +28,17 @@ STATE_VERSION = 1
 
 
 class LossWindow(Metric):
-    """Sum and count of the finite losses reported since the last reset, kept on the device.
+    """Sum and count of the finite per-step losses since the last reset, kept on the device.
 
-    A torchmetrics ``Metric`` (so it follows the loss's device and syncs across ranks at
-    ``compute``); non-finite losses are counted, not summed, and the position of the first
-    one is kept. ``update`` never synchronises with the host. (``MeanMetric`` does not fit:
-    its only sync-free NaN mode also drops the weights needed to skip a value.)
+    A torchmetrics ``Metric`` (so it syncs across ranks at ``compute``); ``update`` takes a
+    1-D tensor of per-step losses. Non-finite losses are counted, not summed, and the
+    position of the first one is kept. ``update`` never synchronises with the host.
+    (``MeanMetric`` does not fit: its only sync-free NaN mode also drops the weights
+    needed to skip a value.)
 
     Example:
         >>> w = LossWindow()
-        >>> for x in (1.0, float("nan"), 3.0):
-        ...     w.update(torch.tensor(x))
+        >>> w.update(torch.tensor([1.0, float("nan"), 3.0]))
         >>> w.compute().tolist()  # sum, finite count, updates, index of the first non-finite
         [4.0, 2.0, 3.0, 1.0]
     """
@@ -54,18 +54,46 @@ class LossWindow(Metric):
         self.add_state("seen", torch.zeros(()), dist_reduce_fx="sum")
         self.add_state("first_nonfinite", torch.full((), math.inf), dist_reduce_fx="min")
 
-    def update(self, loss: Tensor) -> None:
-        loss = loss.detach()
-        if loss.ndim:
-            loss = loss.mean()
-        finite = torch.isfinite(loss)
-        self.total += torch.where(finite, loss, 0.0)
-        self.count += finite
-        self.first_nonfinite = torch.minimum(self.first_nonfinite, torch.where(finite, math.inf, self.seen))
-        self.seen += 1
+    def update(self, losses: Tensor) -> None:
+        losses = losses.detach().reshape(-1).to(self.total.dtype)
+        finite = torch.isfinite(losses)
+        self.total += torch.where(finite, losses, 0.0).sum()
+        self.count += finite.sum()
+        index = self.seen + torch.arange(losses.numel(), device=losses.device, dtype=losses.dtype)
+        self.first_nonfinite = torch.minimum(self.first_nonfinite, torch.where(finite, math.inf, index).min())
+        self.seen += losses.numel()
 
     def compute(self) -> Tensor:
         return torch.stack([self.total, self.count, self.seen, self.first_nonfinite])
+
+
+class LossBuffer:
+    """Per-step losses written into a preallocated device buffer: one small copy per step.
+
+    Folded into a :class:`LossWindow` when full and at every check (no host sync either way).
+    """
+
+    def __init__(self, window: LossWindow, capacity: int) -> None:
+        self.window = window
+        self.capacity = max(1, capacity)
+        self._buffer = torch.empty(self.capacity, dtype=window.total.dtype, device=window.device)
+        self._size = 0
+
+    def add(self, loss: Tensor) -> None:
+        loss = loss.detach()
+        if loss.device != self._buffer.device:
+            self.fold()
+            self.window.to(loss.device)
+            self._buffer = self._buffer.to(loss.device)
+        self._buffer[self._size].copy_(loss.mean() if loss.ndim else loss)
+        self._size += 1
+        if self._size == self.capacity:
+            self.fold()
+
+    def fold(self) -> None:
+        if self._size:
+            self.window.update(self._buffer[: self._size])
+            self._size = 0
 
 
 class BestWeights:
@@ -161,6 +189,7 @@ class Monitor:
         # sums where the device has them (MPS has not)
         device = self.engine.device
         self._window = LossWindow().to(device).set_dtype(torch.float32 if device.type == "mps" else torch.float64)
+        self._losses = LossBuffer(self._window, capacity=min(every_n_steps, 1024))
         self._val_sum = 0.0  # finite training losses since the last validation (host, from checks)
         self._val_count = 0.0
         self._window_start = 0
@@ -191,14 +220,13 @@ class Monitor:
         """Add one training loss to the running windows; no host synchronisation."""
         if not isinstance(loss, Tensor):
             loss = torch.tensor(float(loss))
-        if self._window.device != loss.device:
-            self._window.to(loss.device)
-        self._window.update(loss)
+        self._losses.add(loss)
 
     # ---------------------------------------------------------------- per check
     def check(self, step: int, val_loss: Tensor | float | None = None) -> Verdict:
         """One check: norms, losses and (if given) the validation loss in one transfer."""
         snapshot = self.engine.compute()
+        self._losses.fold()
         extras = [self._window.compute() if self._window.update_count else torch.tensor([0.0, 0.0, 0.0, math.inf])]
         if val_loss is not None:
             extras.append(torch.as_tensor(val_loss).detach().reshape(1))
