@@ -112,3 +112,16 @@ def test_fsdp2_norms_equal_the_unsharded_model(tmp_path: Path) -> None:
             for key, value in step["reference"].items():
                 assert step["guard"][key] == pytest.approx(value, rel=1e-5), key
     assert r0["steps"] == r1["steps"]
+
+
+def test_lightning_model_parallel_strategy_on_cpu(tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    launch("_model_parallel_worker.py", str(tmp_path))
+    r0, r1 = ranks(tmp_path)
+    for r in (r0, r1):
+        assert r["sharded"] and r["global_step"] == 4 and r["steps"] == [2, 4]
+        assert set(r["guard"]) == {"net.0", "net.2", "total"}
+        for key, value in r["reference"].items():
+            assert r["guard"][key] == pytest.approx(value, rel=1e-5), key
+            assert r["after_restore"][key] == pytest.approx(value, rel=1e-6), key
+    assert r0["guard"] == r1["guard"]
