@@ -480,3 +480,16 @@ def test_torch_compiled_submodule() -> None:
     assert [v.step for v in guard.verdicts] == [2, 4]
     assert set(guard.last_norms()) == {"net._orig_mod.0", "net._orig_mod.2", "total"}
     assert guard.last_norms()["total"] == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
+
+
+def test_quickstart_example_runs() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).parents[2] / "examples" / "lightning_quickstart.py"
+    proc = subprocess.run([sys.executable, str(script), "--steps", "60"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {line.split("  ")[0].strip(): line.split() for line in proc.stdout.splitlines()}
+    assert lines["steps run"][-2:] == ["60", "40"]  # watch runs to the end; guard stops at the signature
+    test_watch, test_guard = map(float, lines["test MSE"][-2:])
+    assert test_guard < test_watch
