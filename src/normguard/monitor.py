@@ -181,6 +181,7 @@ class Monitor:
         self.sinks = list(sinks)
         self.is_logging_rank = is_logging_rank
         self.events: list[Event] = []
+        self._pending_text: dict[int, list[str]] = {}
         self.verdicts: list[Verdict] = []
         self.should_stop = False
         self.stop_reason: str | None = None
@@ -261,6 +262,7 @@ class Monitor:
         if verdict.active:
             self.action(verdict, self._context(step))
         self._log_check(step, host, train_loss, val, train_for_val, verdict)
+        self._write_event_text()
         self._window.reset()
         self._window_start = step
         return verdict
@@ -344,7 +346,14 @@ class Monitor:
         if self.is_logging_rank:
             for sink in self.sinks:
                 sink.scalars(event.step, {tags.event_tag(event.kind.value): 1.0})
-                sink.text(event.step, tags.EVENTS_TEXT, event.line())
+            self._pending_text.setdefault(event.step, []).append(event.line())
+
+    def _write_event_text(self) -> None:
+        """One text entry per step with all its event lines (TensorBoard keeps one per step and tag)."""
+        for step, lines in self._pending_text.items():
+            for sink in self.sinks:
+                sink.text(step, tags.EVENTS_TEXT, "\n\n".join(lines))
+        self._pending_text.clear()
 
     def _log_check(
         self,
@@ -388,10 +397,12 @@ class Monitor:
             sink.scalars(step, values)
 
     def flush(self) -> None:
+        self._write_event_text()
         for sink in self.sinks:
             sink.flush()
 
     def close(self) -> None:
+        self._write_event_text()
         for sink in self.sinks:
             sink.close()
 

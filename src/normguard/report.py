@@ -183,8 +183,9 @@ def _read_run(name: str, path: Path) -> RunData | None:
         if tag != tags.EVENTS_TEXT and not tag.startswith(tags.EVENTS_TEXT + "/"):
             continue
         for tensor_event in acc.Tensors(tag):
-            for raw in tensor_event.tensor_proto.string_val:
-                events.append(_parse_event(raw.decode("utf-8", "replace"), tensor_event.step))
+            for raw in tensor_event.tensor_proto.string_val:  # one entry per step, a line per event
+                text = raw.decode("utf-8", "replace")
+                events.extend(_parse_event(line, tensor_event.step) for line in text.splitlines() if line.strip())
     # an event scalar without its text line (a sink that drops text) still counts
     seen = {(e.step, e.kind) for e in events}
     for kind, series in RunData(name, str(path), scalars).group(tags.EVENT).items():
