@@ -212,6 +212,52 @@ def test_csv_and_several_loggers_get_the_scalars(tmp_path: Path) -> None:
     assert tags.TOTAL_NORM in read_events(tb_logger.log_dir).Tags()["scalars"]
 
 
+READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+class CountingCallback(NormGuardCallback):
+    """Counts the Tensor→host reads made inside the callback's per-batch hook."""
+
+    reads: list[tuple[int, int, int]]
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        counts = {name: 0 for name in READS}
+        originals = {name: getattr(torch.Tensor, name) for name in READS}
+
+        def wrap(name: str) -> Any:
+            def counted(tensor: torch.Tensor, *a: Any, **k: Any) -> Any:
+                counts[name] += 1
+                return originals[name](tensor, *a, **k)
+
+            return counted
+
+        for name in READS:
+            setattr(torch.Tensor, name, wrap(name))
+        try:
+            super().on_train_batch_end(trainer, *args)
+        finally:
+            for name, original in originals.items():
+                setattr(torch.Tensor, name, original)
+        self.reads.append((trainer.global_step, sum(counts.values()), counts["tolist"]))
+
+
+def test_only_check_steps_touch_the_host() -> None:
+    class ProgBar(Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = (self(x) - y).pow(2).mean()
+            self.log("train_loss", loss, prog_bar=True)  # reading callback_metrics would .item() this
+            return loss
+
+    guard = CountingCallback(every_n_train_steps=4)
+    guard.reads = []
+    train, _ = loaders(random_regression(), batch_size=8)
+    trainer = L.Trainer(max_steps=8, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(ProgBar(mlp()), train)
+    assert [(step, reads) for step, reads, _ in guard.reads if step % 4] == [(s, 0) for s in (1, 2, 3, 5, 6, 7)]
+    assert [(step, reads, tolist) for step, reads, tolist in guard.reads if step % 4 == 0] == [(4, 1, 1), (8, 1, 1)]
+
+
 # ---------------------------------------------------------------------------- detection
 def test_fires_stops_and_restores_best_on_the_near_interpolation_task(noise_task: dict[str, torch.Tensor]) -> None:
     L.seed_everything(0)
