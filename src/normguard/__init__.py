@@ -7,16 +7,26 @@ Example:
     ['<root>']
 """
 
+from normguard import pilot, spectrum, theory
 from normguard.actions import Escalation, RaiseWeightDecay, StopTraining, Warn
 from normguard.events import Event, EventKind
 from normguard.guard import NormGuard
 from normguard.norms import NormEngine, NormSnapshot, group_parameters, layer_norms, total_norm
 from normguard.signals import Condition, NearInterpolationDetector, Reason, Verdict, label_noise_floor
+from normguard.spectrum import (
+    AlphaEstimate,
+    CovarianceAccumulator,
+    estimate_alpha,
+    estimate_alpha_streaming,
+    layer_input_alphas,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlphaEstimate",
     "Condition",
+    "CovarianceAccumulator",
     "Escalation",
     "Event",
     "EventKind",
@@ -30,8 +40,14 @@ __all__ = [
     "Verdict",
     "Warn",
     "__version__",
+    "estimate_alpha",
+    "estimate_alpha_streaming",
     "group_parameters",
     "label_noise_floor",
+    "layer_input_alphas",
     "layer_norms",
+    "pilot",
+    "spectrum",
+    "theory",
     "total_norm",
 ]
