@@ -337,6 +337,11 @@ class NormGuardCallback(Callback):
             "last_check_step": self._last_check_step,
             "train_metric_found": self._train_metric_found,
         }
+        # The partial loss window (losses since the last check) is not in Monitor.state_dict; it is
+        # read from the monitor's loss buffer and window here (folding the buffer is a device op).
+        buffer = getattr(self.monitor, "_losses", None)
+        if buffer is not None:
+            buffer.fold()
         window = getattr(self.monitor, "_window", None)
         world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
         if window is not None and world == 1:  # rank-local: saved only when there is one rank
