@@ -281,6 +281,23 @@ def test_fires_stops_and_restores_best_on_the_near_interpolation_task(noise_task
         assert torch.equal(v, best.state[k])
 
 
+def test_stops_mid_epoch_without_validation(tmp_path: Path, noise_task: dict[str, torch.Tensor]) -> None:
+    # no validation: decisions at the train checks; several batches per epoch, so the stop is mid-epoch
+    L.seed_everything(0)
+    module = Regressor(linear(noise_task["x_train"].shape[1]), lr=1e-2)
+    train, _ = loaders(noise_task, batch_size=50)
+    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action="stop_no_restore")
+    logger = TensorBoardLogger(str(tmp_path), name="run")
+    trainer = L.Trainer(max_epochs=100, logger=logger, callbacks=[guard], **QUIET)
+    trainer.fit(module, train)
+    stop = [e for e in guard.events if e.kind == EventKind.STOP]
+    assert len(stop) == 1 and trainer.global_step == stop[0].step < 400 and stop[0].step % 4 != 0
+    acc = read_events(logger.log_dir)
+    assert [e.step for e in acc.Scalars(tags.event_tag("stop"))] == [stop[0].step]
+    [text] = [t for t in acc.Tags()["tensors"] if t.startswith(tags.EVENTS_TEXT)]
+    assert b"[stop]" in acc.Tensors(text)[-1].tensor_proto.string_val[0]
+
+
 def test_quiet_on_a_well_posed_task(clean_task: dict[str, torch.Tensor]) -> None:
     L.seed_everything(0)
     module = Regressor(linear(5), lr=0.1)
