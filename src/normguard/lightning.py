@@ -47,12 +47,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
+
+try:
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.trainer.states import TrainerFn
+except ImportError as exc:  # lightning is an optional extra
+    raise ImportError(
+        "normguard.lightning needs Lightning (`lightning>=2.2`): pip install 'normguard[lightning]'"
+    ) from exc
 
 from normguard.actions import resolve_action
 from normguard.events import Event
@@ -301,6 +307,10 @@ class NormGuardCallback(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is not None:
+            self.monitor.flush()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.monitor is not None:  # keep what was logged before the failure
             self.monitor.flush()
 
     # ------------------------------------------------------------------ results

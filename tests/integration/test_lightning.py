@@ -433,6 +433,23 @@ def test_weight_decay_action_needs_weight_decay_in_the_optimizer() -> None:
         trainer.fit(Custom(mlp()), train)
 
 
+def test_normguard_imports_without_lightning() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['lightning'] = None\n"
+        "import normguard\n"
+        "try:\n"
+        "    import normguard.lightning\n"
+        "except ImportError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused: normguard.lightning needs Lightning" in proc.stdout and "normguard[lightning]" in proc.stdout
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="every_n_train_steps"):
         NormGuardCallback(every_n_train_steps=0)
