@@ -496,6 +496,38 @@ def test_gradient_accumulation_checks_on_optimizer_steps_with_unscaled_losses() 
     assert guard.verdicts[1].train_loss == pytest.approx(sum(losses[4:]) / 4, rel=1e-5)
 
 
+def test_step_and_epoch_logging_reads_the_step_value() -> None:
+    class Both(Regressor):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss = (self(x) - y).pow(2).mean()
+            self.step_losses.append(loss.detach())
+            self.log("train_loss", loss, on_step=True, on_epoch=True)  # train_loss_step / train_loss_epoch
+            return loss
+
+    module = Both(mlp())
+    train, _ = loaders(random_regression(), batch_size=8)
+    guard = NormGuardCallback(every_n_train_steps=3)
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train)
+    losses = [x.item() for x in module.step_losses]
+    assert [v.step for v in guard.verdicts] == [3, 6]
+    assert guard.verdicts[1].train_loss == pytest.approx(sum(losses[3:6]) / 3, rel=1e-5)  # not epoch 1's mean
+
+
+def test_public_fallback_prefers_the_step_value() -> None:
+    # a Lightning without the step cache this callback reads: trainer.callback_metrics is used
+    from types import SimpleNamespace
+
+    from normguard.lightning import _step_value
+
+    step, epoch = torch.tensor(1.0), torch.tensor(2.0)
+    trainer = SimpleNamespace(callback_metrics={"train_loss_step": step, "train_loss": epoch})
+    assert _step_value(trainer, "train_loss") is step  # type: ignore[arg-type]
+    assert _step_value(SimpleNamespace(callback_metrics={"train_loss": epoch}), "train_loss") is epoch  # type: ignore[arg-type]
+    assert _step_value(SimpleNamespace(callback_metrics={}), "train_loss") is None  # type: ignore[arg-type]
+
+
 class TwoOptimizers(L.LightningModule):
     """Manual optimization with two optimizers: global_step advances by 2 per batch."""
 
