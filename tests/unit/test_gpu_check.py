@@ -80,8 +80,11 @@ def test_bandwidth_and_peer_ratio_on_cpu(gpu_check: ModuleType) -> None:
 def test_report_on_cpu_has_every_table(gpu_check: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     small_bw = gpu_check.bandwidth
     monkeypatch.setattr(gpu_check, "bandwidth", lambda device, total_bytes: small_bw(device, 2**16, 4, 1, 1))
-    monkeypatch.setattr(gpu_check, "peers_many", lambda device: {"tensors": 4, "normguard_ms": 1.0, "peers_ms": 1.0,
-                                                                    "speedup_vs_peers": 1.0})
+    monkeypatch.setattr(
+        gpu_check,
+        "peers_many",
+        lambda device: {"tensors": 4, "normguard_ms": 1.0, "peers_ms": 1.0, "speedup_vs_peers": 1.0},
+    )
     small_launches = gpu_check.launches_per_pass
     monkeypatch.setattr(gpu_check, "launches_per_pass", lambda device, counts: small_launches(device, (4,)))
     text, _ = gpu_check.report("cpu", quick=True)
