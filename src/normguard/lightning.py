@@ -71,7 +71,6 @@ __all__ = ["LoggerSink", "NormGuardCallback"]
 log = logging.getLogger("normguard")
 
 CALLBACK_STATE_VERSION = 1
-_WINDOW_STATES = ("total", "count", "seen", "first_nonfinite")
 
 
 class _TensorBoardLoggerSink(SummaryWriterSink):
@@ -130,7 +129,8 @@ class NormGuardCallback(Callback):
 
     Resuming: :meth:`state_dict` holds the detector, the action state (cooldowns,
     escalation stage), the events, the best-weights snapshot (one copy of the model state
-    on the CPU when a restore-best action is used) and the partial loss window; the
+    on the CPU when a restore-best action is used) and the partial loss window (kept by the
+    monitor); the
     weight-decay values live in the optimizers' param groups, restored by Lightning.
     """
 
@@ -347,16 +347,6 @@ class NormGuardCallback(Callback):
             "last_check_step": self._last_check_step,
             "train_metric_found": self._train_metric_found,
         }
-        # The partial loss window (losses since the last check) is not in Monitor.state_dict; it is
-        # read from the monitor's loss buffer and window here (folding the buffer is a device op).
-        buffer = getattr(self.monitor, "_losses", None)
-        if buffer is not None:
-            buffer.fold()
-        window = getattr(self.monitor, "_window", None)
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        if window is not None and world == 1:  # rank-local: saved only when there is one rank
-            state["loss_window"] = {k: getattr(window, k).detach().cpu().clone() for k in _WINDOW_STATES}
-            state["loss_window"]["update_count"] = int(window.update_count)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -370,14 +360,6 @@ class NormGuardCallback(Callback):
         self.monitor.load_state_dict(state.get("monitor", {}))
         self._last_check_step = int(state.get("last_check_step", 0))
         self._train_metric_found = bool(state.get("train_metric_found", False))
-        window = getattr(self.monitor, "_window", None)
-        saved = state.get("loss_window")
-        if window is not None and saved:
-            window.reset()
-            for k in _WINDOW_STATES:
-                current = getattr(window, k)
-                setattr(window, k, saved[k].to(device=current.device, dtype=current.dtype))
-            window._update_count = int(saved.get("update_count", 0))
 
     def __repr__(self) -> str:
         return (

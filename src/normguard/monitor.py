@@ -27,6 +27,9 @@ __all__ = ["BestWeights", "LossWindow", "Monitor"]
 STATE_VERSION = 1
 
 
+_WINDOW_STATES = ("total", "count", "seen", "first_nonfinite")
+
+
 class LossWindow(Metric):
     """Sum and count of the finite per-step losses since the last reset, kept on the device.
 
@@ -420,7 +423,19 @@ class Monitor:
             "window_start": self._window_start,
             "val_sum": self._val_sum,
             "val_count": self._val_count,
+            "loss_window": self._loss_window_state(),
         }
+
+    def _loss_window_state(self) -> dict[str, Any] | None:
+        """The losses seen since the last check (rank-local, so saved only with one rank)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            return None
+        self._losses.fold()
+        state: dict[str, Any] = {k: float(getattr(self._window, k)) for k in _WINDOW_STATES}
+        state["update_count"] = int(self._window.update_count)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.detector.load_state_dict(state.get("detector", {}))
@@ -436,6 +451,13 @@ class Monitor:
         self._window_start = int(state.get("window_start", 0))
         self._val_sum = float(state.get("val_sum", 0.0))
         self._val_count = float(state.get("val_count", 0.0))
+        saved = state.get("loss_window")
+        self._window.reset()
+        if saved:
+            for k in _WINDOW_STATES:
+                current = getattr(self._window, k)
+                setattr(self._window, k, torch.tensor(float(saved[k]), dtype=current.dtype, device=current.device))
+            self._window._update_count = int(saved.get("update_count", 0))
 
 
 def _verdict_data(verdict: Verdict) -> dict[str, Any]:

@@ -167,3 +167,22 @@ def test_model_and_optimizer_errors() -> None:
         guard.step("1.0")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`val_loss` to be a scalar"):
         guard.validation_end(torch.ones(3))
+
+
+def test_resume_mid_window_gives_the_same_verdicts() -> None:
+    losses = [1.0 / (i + 1) for i in range(23)]
+
+    def run(split_at: int | None) -> list:
+        model = small_model()
+        guard = ng.NormGuard(model, every_n_steps=5, noise_floor=0.5)
+        for i, loss in enumerate(losses):
+            if i == split_at:
+                state = guard.state_dict()
+                guard = ng.NormGuard(model, every_n_steps=5, noise_floor=0.5)
+                guard.load_state_dict(state)
+            with torch.no_grad():
+                model[0].weight.mul_(1.02)
+            guard.step(torch.tensor(loss))
+        return [(v.step, v.train_loss, v.reason) for v in guard.verdicts]
+
+    assert run(None)[-2:] == run(12)[-2:]  # step 12 lies inside the window of the check at 15
