@@ -205,7 +205,9 @@ class NearInterpolationDetector:
         margin: the floor condition is ``train_loss < margin * noise_floor``.
         patience: consecutive decisions with all available conditions holding to fire.
         window: number of recent checks (norms) and validations (gap) in the slopes.
-        min_growth: the growth exponent d log‖w‖/d log(step) must exceed this.
+        min_growth: the growth exponent d log‖w‖/d log(step) must exceed this (default 0.02: a norm
+            that grows under 1.4 % per doubling of the step count is treated as settled, as at
+            convergence).
         confidence: fraction of positive pairwise slopes needed for "rising".
         baseline_checks: the first norms whose median is the early-training baseline.
         min_norm_increase: relative increase of the norm over that baseline required.
@@ -218,7 +220,7 @@ class NearInterpolationDetector:
         margin: float = 1.0,
         patience: int = 3,
         window: int = 6,
-        min_growth: float = 0.0,
+        min_growth: float = 0.02,
         confidence: float = 0.75,
         baseline_checks: int = 3,
         min_norm_increase: float = 0.01,
