@@ -202,7 +202,9 @@ class NearInterpolationDetector:
 
     Args:
         noise_floor: σ̂² as a float ≥ 0, ``"auto"``, or ``None`` (condition unused).
-        margin: the floor condition is ``train_loss < margin * noise_floor``.
+        margin: the floor condition is ``train_loss < margin * noise_floor`` (default 0.9: a
+            well-posed model converges to about σ²(1 − p/n), just under the floor; 0.9 asks for
+            a tenth of the noise to be fitted before the condition holds).
         patience: consecutive decisions with all available conditions holding to fire.
         window: number of recent checks (norms) and validations (gap) in the slopes.
         min_growth: the growth exponent d log‖w‖/d log(step) must exceed this (default 0.02: a norm
@@ -217,7 +219,7 @@ class NearInterpolationDetector:
     def __init__(
         self,
         noise_floor: float | str | None = None,
-        margin: float = 1.0,
+        margin: float = 0.9,
         patience: int = 3,
         window: int = 6,
         min_growth: float = 0.02,
