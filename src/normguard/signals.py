@@ -24,7 +24,8 @@ growing, the validation–train gap widening):
 ``gap_widening``
     gap = validation loss − mean training loss over the same stretch of steps; its
     Theil–Sen slope over the last ``window`` validations is positive with ``confidence``
-    of pairwise slopes positive, and the latest gap is positive. Needs two validations.
+    of pairwise slopes positive, and the latest gap is positive and, when a floor is known,
+    above ``min_gap`` × floor. Needs two validations.
 
 The verdict names the ``top_k`` layers whose norms grow fastest, ranked by a least-squares
 slope of log‖w_layer‖ against log(step) over the same window (vectorised, so thousands of
@@ -202,9 +203,13 @@ class NearInterpolationDetector:
 
     Args:
         noise_floor: σ̂² as a float ≥ 0, ``"auto"``, or ``None`` (condition unused).
-        margin: the floor condition is ``train_loss < margin * noise_floor`` (default 0.9: a
-            well-posed model converges to about σ²(1 − p/n), just under the floor; 0.9 asks for
-            a tenth of the noise to be fitted before the condition holds).
+        margin: the floor condition is ``train_loss < margin * noise_floor``.
+        min_gap: the gap must exceed ``min_gap * noise_floor`` (when a floor is known) for
+            ``gap_widening`` to hold. A well-posed model with p parameters converges to a
+            training loss of about σ²(1 − p/n), just under the floor, with a gap of about
+            2σ²p/n that still creeps up, and a validation set of m samples measures the gap
+            with an error of about σ²√(2/m). The default 0.1 keeps both from reading as the
+            signature (p/n under about 5 %, m over about 200).
         patience: consecutive decisions with all available conditions holding to fire.
         window: number of recent checks (norms) and validations (gap) in the slopes.
         min_growth: the growth exponent d log‖w‖/d log(step) must exceed this (default 0.02: a norm
@@ -219,7 +224,8 @@ class NearInterpolationDetector:
     def __init__(
         self,
         noise_floor: float | str | None = None,
-        margin: float = 0.9,
+        margin: float = 1.0,
+        min_gap: float = 0.1,
         patience: int = 3,
         window: int = 6,
         min_growth: float = 0.02,
@@ -243,6 +249,7 @@ class NearInterpolationDetector:
                 f"Expected argument `noise_floor` to be a finite float >= 0, 'auto' or None but got {noise_floor!r}."
             )
         _check_number("margin", margin, low=0.0, low_open=True)
+        _check_number("min_gap", min_gap, low=0.0)
         _check_int("patience", patience, 1)
         _check_int("window", window, 3)
         _check_number("min_growth", min_growth)
@@ -252,6 +259,7 @@ class NearInterpolationDetector:
         _check_int("top_k", top_k, 0)
         self.noise_floor = noise_floor
         self.margin = float(margin)
+        self.min_gap = float(min_gap)
         self.patience = patience
         self.window = window
         self.min_growth = float(min_growth)
@@ -382,7 +390,13 @@ class NearInterpolationDetector:
             )
         widening: bool | None = None
         if trend is not None and gap is not None:
-            widening = trend > 0 and trend_positive is not None and trend_positive >= self.confidence and gap > 0
+            widening = (
+                trend > 0
+                and trend_positive is not None
+                and trend_positive >= self.confidence
+                and gap > 0
+                and gap > self.min_gap * (floor or 0.0)
+            )
 
         conditions = {
             Condition.BELOW_FLOOR.value: below,
