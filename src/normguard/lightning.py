@@ -62,7 +62,7 @@ except ImportError as exc:  # lightning is an optional extra
 
 from normguard.actions import resolve_action
 from normguard.events import Event
-from normguard.monitor import Monitor
+from normguard.monitor import Monitor, check_options
 from normguard.signals import NearInterpolationDetector, Verdict
 from normguard.tensorboard import Sink, SummaryWriterSink
 
@@ -152,22 +152,11 @@ class NormGuardCallback(Callback):
         val_loss: str | None = "val_loss",
         name: str | None = None,
     ) -> None:
-        if (
-            isinstance(every_n_train_steps, bool)
-            or not isinstance(every_n_train_steps, int)
-            or every_n_train_steps <= 0
-        ):
-            raise ValueError(
-                f"Expected argument `every_n_train_steps` to be a positive integer but got {every_n_train_steps!r}."
-            )
+        check_options("every_n_train_steps", every_n_train_steps, detector, noise_floor, patience, offload)
         if not isinstance(train_loss, str) or not train_loss:
             raise ValueError(f"Expected argument `train_loss` to be a metric name but got {train_loss!r}.")
         if val_loss is not None and (not isinstance(val_loss, str) or not val_loss):
             raise ValueError(f"Expected argument `val_loss` to be a metric name or None but got {val_loss!r}.")
-        if detector is not None and (noise_floor is not None or patience != 3):
-            raise ValueError("Expected either argument `detector` or `noise_floor`/`patience`, not both.")
-        if offload not in ("cpu", "device"):
-            raise ValueError(f"Expected argument `offload` to be 'cpu' or 'device' but got {offload!r}.")
         self.every_n_train_steps = every_n_train_steps
         self.detector = detector or NearInterpolationDetector(noise_floor=noise_floor, patience=patience)
         self.action = resolve_action(action)  # one instance for the callback's life: its state persists

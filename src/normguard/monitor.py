@@ -135,6 +135,23 @@ class BestWeights:
         self.state = state.get("state")
 
 
+def check_options(
+    interval_name: str,
+    interval: Any,
+    detector: NearInterpolationDetector | None,
+    noise_floor: Any,
+    patience: Any,
+    offload: Any,
+) -> None:
+    """The argument checks both front doors make at construction, before any model is seen."""
+    if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
+        raise ValueError(f"Expected argument `{interval_name}` to be a positive integer but got {interval!r}.")
+    if detector is not None and (noise_floor is not None or patience != 3):
+        raise ValueError("Expected either argument `detector` or `noise_floor`/`patience`, not both.")
+    if offload not in ("cpu", "device"):
+        raise ValueError(f"Expected argument `offload` to be 'cpu' or 'device' but got {offload!r}.")
+
+
 class Monitor:
     """Front-door-independent core. See :class:`normguard.NormGuard` for the options."""
 
@@ -157,12 +174,9 @@ class Monitor:
         sinks: Sequence[tags.Sink] = (),
         is_logging_rank: bool = True,
     ) -> None:
-        if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps <= 0:
-            raise ValueError(f"Expected argument `every_n_steps` to be a positive integer but got {every_n_steps!r}.")
+        check_options("every_n_steps", every_n_steps, detector, noise_floor, patience, offload)
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected argument `model` to be a torch.nn.Module but got {type(model).__name__}.")
-        if detector is not None and (noise_floor is not None or patience != 3):
-            raise ValueError("Expected either argument `detector` or `noise_floor`/`patience`, not both.")
         self.model = model
         self.optimizers = list(optimizers)
         self.every_n_steps = every_n_steps
