@@ -69,8 +69,12 @@ def correctness(
             errors.append(abs(host.total - ref_total) / ref_total)
             worst = max(errors)
             rows.append(
-                {"dtype": str(dtype).replace("torch.", ""), "magnitude": magnitude, "max_rel_err": worst,
-                 "ok": all(e <= rtol for e in errors)}  # False for NaN too
+                {
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "magnitude": magnitude,
+                    "max_rel_err": worst,
+                    "ok": all(e <= rtol for e in errors),
+                }  # False for NaN too
             )
     return rows
 
@@ -107,8 +111,13 @@ def guarded_loop_sync_free(device: str = "cuda", steps: int = 120, every: int = 
         error = f"step {step}: {exc}".splitlines()[0]
     finally:
         guard.close()
-    return {"steps": steps, "non_check_steps": guarded_steps, "checks": len(guard.verdicts), "error": error,
-            "enforced": on_cuda}
+    return {
+        "steps": steps,
+        "non_check_steps": guarded_steps,
+        "checks": len(guard.verdicts),
+        "error": error,
+        "enforced": on_cuda,
+    }
 
 
 # ------------------------------------------------------------------ 3. launches per pass
@@ -139,8 +148,15 @@ def launches_per_pass(device: str = "cuda", counts: tuple[int, ...] = (10, 100, 
                 ops += 1
             if name == "aten::_foreach_norm":
                 foreach += 1
-        rows.append({"tensors": n, "kernels": kernels, "launch_calls": launches, "top_level_aten_ops": ops,
-                     "foreach_norm_calls": foreach})
+        rows.append(
+            {
+                "tensors": n,
+                "kernels": kernels,
+                "launch_calls": launches,
+                "top_level_aten_ops": ops,
+                "foreach_norm_calls": foreach,
+            }
+        )
     return rows
 
 
@@ -162,8 +178,9 @@ def timed(fns: dict[str, Callable[[], object]], device: str, repeats: int, inner
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def bandwidth(device: str = "cuda", total_bytes: int = 2**30, tensors: int = 16, repeats: int = 9,
-              inner: int = 5) -> dict[str, Any]:
+def bandwidth(
+    device: str = "cuda", total_bytes: int = 2**30, tensors: int = 16, repeats: int = 9, inner: int = 5
+) -> dict[str, Any]:
     """Norm pass vs device-to-device copy vs one flat ``vector_norm`` vs the ``.item()`` peer loop."""
     numel = max(1, total_bytes // 4 // tensors)
     model = nn.ParameterList(nn.Parameter(torch.randn(numel, device=device)) for _ in range(tensors))
@@ -181,9 +198,16 @@ def bandwidth(device: str = "cuda", total_bytes: int = 2**30, tensors: int = 16,
     t = timed(fns, device, repeats, inner)
     pass_bw = n_bytes / t["normguard"]
     copy_bw = 2 * n_bytes / t["copy"]  # a copy reads and writes every byte
-    return {"bytes": n_bytes, "tensors": tensors, "times": t, "pass_GBps": pass_bw / 1e9, "copy_GBps": copy_bw / 1e9,
-            "floor_GBps": n_bytes / t["floor"] / 1e9, "fraction_of_copy": pass_bw / copy_bw,
-            "speedup_vs_peers": t["peers"] / t["normguard"]}
+    return {
+        "bytes": n_bytes,
+        "tensors": tensors,
+        "times": t,
+        "pass_GBps": pass_bw / 1e9,
+        "copy_GBps": copy_bw / 1e9,
+        "floor_GBps": n_bytes / t["floor"] / 1e9,
+        "fraction_of_copy": pass_bw / copy_bw,
+        "speedup_vs_peers": t["peers"] / t["normguard"],
+    }
 
 
 def peers_many(device: str = "cuda", tensors: int = 1000, numel: int = 4096, repeats: int = 9) -> dict[str, float]:
@@ -191,18 +215,32 @@ def peers_many(device: str = "cuda", tensors: int = 1000, numel: int = 4096, rep
     model = nn.ParameterList(nn.Parameter(torch.randn(numel, device=device)) for _ in range(tensors))
     engine = NormEngine(model)
     params = list(model.parameters())
-    t = timed({"normguard": lambda: engine.compute().to_host(),
-               "peers": lambda: [torch.linalg.vector_norm(p.detach()).item() for p in params]}, device, repeats, 3)
-    return {"tensors": tensors, "normguard_ms": t["normguard"] * 1e3, "peers_ms": t["peers"] * 1e3,
-            "speedup_vs_peers": t["peers"] / t["normguard"]}
+    t = timed(
+        {
+            "normguard": lambda: engine.compute().to_host(),
+            "peers": lambda: [torch.linalg.vector_norm(p.detach()).item() for p in params],
+        },
+        device,
+        repeats,
+        3,
+    )
+    return {
+        "tensors": tensors,
+        "normguard_ms": t["normguard"] * 1e3,
+        "peers_ms": t["peers"] * 1e3,
+        "speedup_vs_peers": t["peers"] / t["normguard"],
+    }
 
 
 # ------------------------------------------------------------------ report
 def report(device: str, quick: bool) -> tuple[str, bool]:
     """Run every check on ``device``; the markdown report and whether all targets were met."""
     t0 = time.perf_counter()
-    lines = [f"GPU: {torch.cuda.get_device_name(0) if torch.device(device).type == 'cuda' else device}; "
-             f"torch {torch.__version__}; CUDA {torch.version.cuda}", ""]
+    lines = [
+        f"GPU: {torch.cuda.get_device_name(0) if torch.device(device).type == 'cuda' else device}; "
+        f"torch {torch.__version__}; CUDA {torch.version.cuda}",
+        "",
+    ]
     ok = True
     rows = correctness(device)
     lines += ["| dtype | magnitude | max rel. error vs float64 | ok |", "|---|---:|---:|---|"]
@@ -210,31 +248,48 @@ def report(device: str, quick: bool) -> tuple[str, bool]:
         lines.append(f"| {r['dtype']} | {r['magnitude']:g} | {r['max_rel_err']:.1e} | {'yes' if r['ok'] else 'NO'} |")
         ok &= r["ok"]
     s = guarded_loop_sync_free(device)
-    lines += ["", f"Sync debug mode \"error\" on {s['non_check_steps']} non-check steps of a guarded loop "
-              f"({s['checks']} checks): {'no sync raised' if s['error'] is None else 'RAISED: ' + s['error']}"
-              + ("" if s["enforced"] else " (not enforced off CUDA)"), ""]
+    lines += [
+        "",
+        f'Sync debug mode "error" on {s["non_check_steps"]} non-check steps of a guarded loop '
+        f"({s['checks']} checks): {'no sync raised' if s['error'] is None else 'RAISED: ' + s['error']}"
+        + ("" if s["enforced"] else " (not enforced off CUDA)"),
+        "",
+    ]
     ok &= s["error"] is None
     counts = (10, 100, 1000) if quick else (10, 100, 1000, 5000)
     launches = launches_per_pass(device, counts)
-    lines += ["| tensors | CUDA kernels per check | launch calls | top-level aten ops | `_foreach_norm` calls |",
-              "|---:|---:|---:|---:|---:|"]
+    lines += [
+        "| tensors | CUDA kernels per check | launch calls | top-level aten ops | `_foreach_norm` calls |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for r in launches:
-        lines.append(f"| {r['tensors']} | {r['kernels']} | {r['launch_calls']} | {r['top_level_aten_ops']} "
-                     f"| {r['foreach_norm_calls']} |")
+        lines.append(
+            f"| {r['tensors']} | {r['kernels']} | {r['launch_calls']} | {r['top_level_aten_ops']} "
+            f"| {r['foreach_norm_calls']} |"
+        )
     bw = bandwidth(device, total_bytes=2**28 if quick else 2**30 + 2**26)
     t = bw["times"]
-    lines += ["", "| model | normguard check | GB/s | D2D copy GB/s (read+write) | pass / copy | floor GB/s "
-              "| peers `.item()` loop | speed-up vs peers |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-              f"| {bw['bytes'] / 1e9:.2f} GB, {bw['tensors']} tensors | {t['normguard'] * 1e3:.3f} ms "
-              f"| {bw['pass_GBps']:.0f} | {bw['copy_GBps']:.0f} | {bw['fraction_of_copy']:.0%} "
-              f"| {bw['floor_GBps']:.0f} "
-              f"| {t['peers'] * 1e3:.3f} ms | {bw['speedup_vs_peers']:.2f}× |"]
+    lines += [
+        "",
+        "| model | normguard check | GB/s | D2D copy GB/s (read+write) | pass / copy | floor GB/s "
+        "| peers `.item()` loop | speed-up vs peers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {bw['bytes'] / 1e9:.2f} GB, {bw['tensors']} tensors | {t['normguard'] * 1e3:.3f} ms "
+        f"| {bw['pass_GBps']:.0f} | {bw['copy_GBps']:.0f} | {bw['fraction_of_copy']:.0%} "
+        f"| {bw['floor_GBps']:.0f} "
+        f"| {t['peers'] * 1e3:.3f} ms | {bw['speedup_vs_peers']:.2f}× |",
+    ]
     ok &= bw["fraction_of_copy"] >= 0.8
     pm = peers_many(device)
-    lines.append(f"| {pm['tensors']} × 4096 fp32 | {pm['normguard_ms']:.3f} ms | | | | | {pm['peers_ms']:.3f} ms "
-                 f"| {pm['speedup_vs_peers']:.2f}× |")
-    lines += ["", f"Targets (correctness, no sync off check steps, pass ≥ 80 % of copy bandwidth): "
-              f"{'all met' if ok else 'NOT all met'}. Wall time {time.perf_counter() - t0:.0f} s."]
+    lines.append(
+        f"| {pm['tensors']} × 4096 fp32 | {pm['normguard_ms']:.3f} ms | | | | | {pm['peers_ms']:.3f} ms "
+        f"| {pm['speedup_vs_peers']:.2f}× |"
+    )
+    lines += [
+        "",
+        f"Targets (correctness, no sync off check steps, pass ≥ 80 % of copy bandwidth): "
+        f"{'all met' if ok else 'NOT all met'}. Wall time {time.perf_counter() - t0:.0f} s.",
+    ]
     return "\n".join(lines), ok
 
 

@@ -158,8 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     note = (
         f"Medians of {repeats} interleaved rounds after 2 warm-up rounds; each sample times "
-        "back-to-back passes (≥ ~50 ms per sample) and divides. \"throughput vs floor\" = t(floor) / "
-        "t(normguard check), per round; \"speed-up vs peers\" = t(peers) / t(normguard check), per round. "
+        'back-to-back passes (≥ ~50 ms per sample) and divides. "throughput vs floor" = t(floor) / '
+        't(normguard check), per round; "speed-up vs peers" = t(peers) / t(normguard check), per round. '
         "float32 weights."
     )
     body = "### Norm pass vs the floor\n\n" + header("norm_pass") + "\n" + "\n".join(lines) + "\n\n" + note + "\n"

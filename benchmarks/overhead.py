@@ -31,8 +31,9 @@ def make_task(kind: str, quick: bool) -> tuple[nn.Module, Callable[[nn.Module], 
     torch.manual_seed(0)
     if kind == "transformer":
         vocab = 512
-        model = TinyTransformer(vocab=vocab, d_model=64 if quick else 128, layers=2 if quick else 4, heads=4,
-                                ff=128 if quick else 512)
+        model = TinyTransformer(
+            vocab=vocab, d_model=64 if quick else 128, layers=2 if quick else 4, heads=4, ff=128 if quick else 512
+        )
         tokens = torch.randint(0, vocab, (8, 33))
 
         def loss_fn(m: nn.Module) -> torch.Tensor:
@@ -132,8 +133,16 @@ def lightning_overhead(rounds: int, steps: int, quick: bool) -> dict[str, list[f
         if variant != "none":
             callbacks.append(NormGuardCallback(every_n_train_steps=50 if variant == "every_50" else 1))
         trainer = pl.Trainer(
-            max_steps=steps, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, limit_val_batches=0, callbacks=callbacks, accelerator="cpu", devices=1,
+            max_steps=steps,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            callbacks=callbacks,
+            accelerator="cpu",
+            devices=1,
         )
         trainer.fit(module, data)
         return (timer.t1 - timer.t0) / max(timer.n, 1)
@@ -204,8 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead that leaves out indirect effects such as cache pollution. "
         "Lightning: whole `fit` runs of 310 steps alternate; time per "
         "step after the first 10. AdamW; transformer: 4-layer `nn.TransformerEncoder` (d_model 128, ff 512), "
-        "batch 8×32 tokens; MLP: 3 hidden layers of 1024, batch 32.\n"
-        + notes
+        "batch 8×32 tokens; MLP: 3 hidden layers of 1024, batch 32.\n" + notes
     )
     print(body)
     if not (args.quick or args.no_write):

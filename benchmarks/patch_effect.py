@@ -60,12 +60,18 @@ def edge_cases(patched: ModuleType) -> list[str]:
 
     def same(label: str) -> None:
         got, _ = engine.compute().to_host()
-        want, _ = original.NormEngine(model).compute().to_host() if any(
-            p.requires_grad for p in model.parameters()
-        ) else (None, None)
-        ok = want is not None and got.layer_norms.keys() == want.layer_norms.keys() and all(
-            abs(got.layer_norms[k] - want.layer_norms[k]) <= 1e-6 * max(1.0, want.layer_norms[k])
-            for k in want.layer_norms
+        want, _ = (
+            original.NormEngine(model).compute().to_host()
+            if any(p.requires_grad for p in model.parameters())
+            else (None, None)
+        )
+        ok = (
+            want is not None
+            and got.layer_norms.keys() == want.layer_norms.keys()
+            and all(
+                abs(got.layer_norms[k] - want.layer_norms[k]) <= 1e-6 * max(1.0, want.layer_norms[k])
+                for k in want.layer_norms
+            )
         )
         results.append(f"{label}: {'ok' if ok else 'MISMATCH'}")
 
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         + "\nPatch: `benchmarks/proposed_norms_patch.diff` (applied to a temporary copy; src/ untouched).\n\n"
         + "\n".join(lines)
         + f"\n\nMedians of {repeats} interleaved rounds (current, patched, peers) after warm-up; "
-        "speed-up = t(current) / t(patched), per round; \"patched vs peers\" = t(peers) / t(patched). "
+        'speed-up = t(current) / t(patched), per round; "patched vs peers" = t(peers) / t(patched). '
         "Follow-the-model checks of a long-lived patched engine against a fresh current one: "
         + "; ".join(checks)
         + ".\n"

@@ -94,8 +94,12 @@ def main(argv: list[str] | None = None) -> None:
             f"| {n / 1e6:.1f} M | {t * 1e3:.3f} ms | {4 * n / t / 1e9:.1f} | {by_size['floor'][i] * 1e3:.3f} ms "
             f"| {by_size['peers'][i] * 1e3:.3f} ms |"
         )
-    lines += ["", f"| tensors ({fixed_total / 1e6:.1f} M parameters in all) | normguard check | floor "
-              "| peers `.item()` loop | normguard per tensor |", "|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        f"| tensors ({fixed_total / 1e6:.1f} M parameters in all) | normguard check | floor "
+        "| peers `.item()` loop | normguard per tensor |",
+        "|---:|---:|---:|---:|---:|",
+    ]
     for i, c in enumerate(counts):
         t = by_count["normguard"][i]
         lines.append(
@@ -139,7 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[saved {out}]")
 
     body = (
-        "### Scaling\n\n" + header("scaling") + "\n" + "\n".join(lines) + "\n\n" + slopes
+        "### Scaling\n\n"
+        + header("scaling")
+        + "\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + slopes
         + f"\n\nMedians of {repeats} interleaved rounds (normguard, floor, peers). float32. "
         "Plot: `benchmarks/scaling.png`.\n\n![scaling](scaling.png)\n"
     )

@@ -45,4 +45,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"normguard {args.command}: error: {exc}", file=sys.stderr)
         return 2
-
