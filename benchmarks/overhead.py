@@ -95,6 +95,7 @@ def lightning_overhead(rounds: int, steps: int, quick: bool) -> dict[str, list[f
     """Per-round ratios for a Lightning ``Trainer`` with and without ``NormGuardCallback``."""
     try:
         import lightning.pytorch as pl
+
         from normguard.lightning import NormGuardCallback
     except ImportError as exc:
         return f"not run: {exc}"

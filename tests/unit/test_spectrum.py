@@ -102,3 +102,46 @@ def test_plot_spectrum(tmp_path):
     path = tmp_path / "s.png"
     fig = plot_spectrum(est, path=str(path))
     assert path.stat().st_size > 1000 and len(fig.axes) == 1
+
+
+@pytest.mark.parametrize("shape", [(700, 90), (90, 700)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gram_product_matches_float64_reference(shape, dtype, monkeypatch):
+    from normguard import spectrum
+
+    X = power_law(*shape, 1.5, seed=2, dtype=dtype)
+    ref = X.double().T @ X.double() if shape[0] >= shape[1] else X.double() @ X.double().T
+    ref = torch.tril(ref / shape[0])
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for macs in (1e10, 0):  # default rule (float64 product here), then forced float32 product
+        monkeypatch.setattr(spectrum, "_FLOAT32_PRODUCT_MACS", macs)
+        got = torch.tril(spectrum._smaller_gram(X).double())
+        assert got.shape == ref.shape
+        assert float((got - ref).abs().max()) <= tol * float(ref.abs().max())
+
+
+def test_float32_product_rank_and_alpha(monkeypatch):
+    """Rank-deficient float32 data: the float32 route counts the true rank and keeps α."""
+    from normguard import spectrum
+
+    g = torch.Generator().manual_seed(5)
+    n, d, r = 1500, 400, 150
+    basis, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
+    Z = torch.randn(n, r, generator=g, dtype=torch.float64) * torch.arange(1, r + 1, dtype=torch.float64) ** -0.75
+    X = (Z @ basis[:r]).float()
+    exact = estimate_alpha(X, n_bootstrap=0)  # small: float64 product
+    monkeypatch.setattr(spectrum, "_FLOAT32_PRODUCT_MACS", 0)
+    assert spectrum._product_dtype(X) == torch.float32
+    fast = estimate_alpha(X, n_bootstrap=0)
+    # both routes see rank r: the auto range ends at 10 % of it, not of d
+    assert exact.fit_range == fast.fit_range == (2, 15)
+    assert abs(fast.alpha - exact.alpha) < 1e-3 and abs(exact.alpha - 1.5) < 0.2
+
+
+def test_huge_finite_values_are_not_called_nan():
+    X = power_law(400, 30, 2.0, seed=4, dtype=torch.float32) * 1e37  # column sums overflow float32
+    est = estimate_alpha(X, n_bootstrap=0, warn=False)
+    assert np.isfinite(est.alpha)
+    X[7, 3] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        estimate_alpha(X)
