@@ -7,6 +7,8 @@ from normguard.pilot import (
     linear_pilot,
     model_pilot,
     paper_generator,
+    paper_mlp,
+    per_sample_weight_decay,
     weight_norm_sq,
 )
 
@@ -43,17 +45,45 @@ def test_weight_norm_excludes_biases():
     assert weight_norm_sq(net) == pytest.approx(expected, rel=1e-6)
 
 
-def mlp(d):
-    return torch.nn.Sequential(torch.nn.Linear(d, 100), torch.nn.ReLU(), torch.nn.Linear(100, 1))
-
-
-def test_model_pilot_norm_growth_with_alpha():
-    """At CI scale (n ≤ 400) we check what reproduces robustly: the MLP's norm grows with n
-    at a rate below α, and is larger for larger α at every size. (Whether the *exponent*
-    grows with α needs n up to 5000: examples/paper_mlp.py.)"""
+def test_model_pilot_reproduces_the_papers_shallow_network_direction():
+    """The paper's MLPs (scikit-learn's init and per-sample L2, as the authors ran them), at CI
+    scale: the norm exponent is below α, larger for larger α (intervals apart), smaller for
+    the deeper net, and the norms are larger for larger α. The n = 200…5000 grid is
+    examples/paper_mlp.py."""
     torch.set_num_threads(2)
-    runs = {a: model_pilot(mlp, paper_generator(a), None, 0.2, sizes=[100, 200, 400], seeds=(0, 1)) for a in (1.5, 2.5)}
-    for a, res in runs.items():
-        assert 0.3 < res.exponent < a
-        assert np.all(res.steps < 2000)
-    assert np.all(np.array(runs[2.5].norms_sq) > np.array(runs[1.5].norms_sq))
+    res = {
+        (depth, a): model_pilot(
+            paper_mlp(depth),
+            paper_generator(a),
+            None,
+            0.2,
+            sizes=[100, 200, 400],
+            seeds=(0, 1),
+            weight_decay=per_sample_weight_decay(1e-4),
+        )
+        for depth in (1, 5)
+        for a in (1.5, 2.5)
+    }
+    for (depth, a), r in res.items():
+        assert np.all(r.steps < 2000), (depth, a)  # every run reached tau
+        assert 0.0 < r.exponent < a
+    for depth in (1, 5):
+        low, high = res[(depth, 1.5)], res[(depth, 2.5)]
+        assert high.exponent_ci[0] > low.exponent_ci[1], depth
+        assert high.norms_sq[-1] > 1.1 * low.norms_sq[-1], depth
+    assert np.all(np.array(res[(1, 2.5)].norms_sq) > 2 * np.array(res[(1, 1.5)].norms_sq))
+    for a in (1.5, 2.5):
+        assert res[(5, a)].exponent < res[(1, a)].exponent
+
+
+def test_paper_mlp_init_and_penalty():
+    net = paper_mlp(depth=1, width=50)(200)
+    bound = (6 / 250) ** 0.5
+    weight, bias = net[0].weight.detach(), net[0].bias.detach()
+    assert float(weight.abs().max()) <= bound and float(bias.abs().max()) <= bound
+    assert float(weight.abs().max()) > 0.9 * bound  # uniform over the whole interval
+    assert per_sample_weight_decay(1e-4)(500) == pytest.approx(4e-7)
+    with pytest.raises(ValueError, match="depth"):
+        paper_mlp(depth=0)
+    with pytest.raises(ValueError, match="alpha"):
+        per_sample_weight_decay(-1.0)
