@@ -56,7 +56,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -317,6 +317,33 @@ def _t_interval(alpha: float, se: float, n_points: int) -> tuple[float, float]:
     return (alpha - half, alpha + half)
 
 
+def _fit_estimate(
+    eigs: np.ndarray,
+    n: int,
+    d: int,
+    *,
+    center: bool,
+    fit_range: str | tuple[int, int] | None,
+    product_dtype: torch.dtype = torch.float64,
+) -> AlphaEstimate:
+    """Rules 2–4 of the module docstring on descending ``eigs``, with the regression interval."""
+    m = _rank(eigs, n, d, center, product_dtype)
+    first, last = _resolve_range(fit_range, eigs, n, d, m)
+    alpha, intercept, r2, se = fit_power_law(eigs, first, last)
+    return AlphaEstimate(
+        alpha=alpha,
+        alpha_ci=_t_interval(alpha, se, last - first + 1),
+        r2=r2,
+        fit_range=(first, last),
+        eigenvalues=eigs,
+        n_samples=n,
+        n_features=d,
+        intercept=intercept,
+        ci_method="regression-se",
+        n_bootstrap=0,
+    )
+
+
 # --------------------------------------------------------------------------- in memory
 
 
@@ -347,15 +374,16 @@ def estimate_alpha(
         >>> est.n_samples, est.n_features, est.alpha_ci[0] <= est.alpha <= est.alpha_ci[1]
         (1797, 64, True)
     """
+    if n_bootstrap is not None and n_bootstrap < 0:
+        raise ValueError(f"Expected argument `n_bootstrap` to be >= 0 or None but got {n_bootstrap}.")
     X = _as_matrix(X)
     n, d = X.shape
     Xc = _center(X) if center else X
     gram = _smaller_gram(Xc)
     eigs = _eigenvalues(gram)
-    del gram
-    m = _rank(eigs, n, d, center, _product_dtype(X))
-    first, last = _resolve_range(fit_range, eigs, n, d, m)
-    alpha, intercept, r2, se = fit_power_law(eigs, first, last)
+    del gram, Xc
+    est = _fit_estimate(eigs, n, d, center=center, fit_range=fit_range, product_dtype=_product_dtype(X))
+    first, last = est.fit_range
 
     if n_bootstrap is None:
         small = min(n, d)
@@ -363,11 +391,9 @@ def estimate_alpha(
         n_bootstrap = int(min(200, _BOOTSTRAP_BUDGET_FLOPS // max(cost, 1.0)))
         if n_bootstrap < 20:
             n_bootstrap = 0
-    if n_bootstrap < 0:
-        raise ValueError(f"Expected argument `n_bootstrap` to be >= 0 or None but got {n_bootstrap}.")
+    reps = []
     if n_bootstrap > 0:
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        reps = []
         for _ in range(n_bootstrap):
             rows = torch.randint(0, n, (n,), generator=gen).to(X.device)
             Xb = X.index_select(0, rows)
@@ -375,27 +401,17 @@ def estimate_alpha(
             eb = _eigenvalues(_smaller_gram(Xb))
             if np.all(eb[first - 1 : last] > 0):
                 reps.append(fit_power_law(eb, first, last)[0])
-        if len(reps) >= 2:
-            lo, hi = np.percentile(reps, [2.5, 97.5]) - np.mean(reps) + alpha
-            ci, method = (float(min(lo, alpha)), float(max(hi, alpha))), "bootstrap"
-        else:
-            ci, method, n_bootstrap = _t_interval(alpha, se, last - first + 1), "regression-se", 0
-    else:
-        ci, method = _t_interval(alpha, se, last - first + 1), "regression-se"
+    if len(reps) >= 2:
+        lo, hi = np.percentile(reps, [2.5, 97.5]) - np.mean(reps) + est.alpha
+        est = replace(
+            est,
+            alpha_ci=(float(min(lo, est.alpha)), float(max(hi, est.alpha))),
+            ci_method="bootstrap",
+            n_bootstrap=n_bootstrap,
+        )
     if warn:
-        _warn_if_poor(alpha, r2)
-    return AlphaEstimate(
-        alpha=alpha,
-        alpha_ci=ci,
-        r2=r2,
-        fit_range=(first, last),
-        eigenvalues=eigs,
-        n_samples=n,
-        n_features=d,
-        intercept=intercept,
-        ci_method=method,
-        n_bootstrap=n_bootstrap,
-    )
+        _warn_if_poor(est.alpha, est.r2)
+    return est
 
 
 # --------------------------------------------------------------------------- streaming
@@ -477,24 +493,10 @@ class CovarianceAccumulator:
         n, d = self.n_samples, self.n_features
         if n < 3 or d < 3:
             raise ValueError(f"Expected at least 3 samples and 3 features but got {n} and {d}.")
-        eigs = _eigenvalues(cov)
-        m = _rank(eigs, n, d, self.center)
-        first, last = _resolve_range(fit_range, eigs, n, d, m)
-        alpha, intercept, r2, se = fit_power_law(eigs, first, last)
+        est = _fit_estimate(_eigenvalues(cov), n, d, center=self.center, fit_range=fit_range)
         if warn:
-            _warn_if_poor(alpha, r2)
-        return AlphaEstimate(
-            alpha=alpha,
-            alpha_ci=_t_interval(alpha, se, last - first + 1),
-            r2=r2,
-            fit_range=(first, last),
-            eigenvalues=eigs,
-            n_samples=n,
-            n_features=d,
-            intercept=intercept,
-            ci_method="regression-se",
-            n_bootstrap=0,
-        )
+            _warn_if_poor(est.alpha, est.r2)
+        return est
 
 
 def estimate_alpha_streaming(
