@@ -152,6 +152,7 @@ def _as_matrix(X: Any, name: str = "X") -> Tensor:
         X = torch.from_numpy(np.ascontiguousarray(X))
     elif not isinstance(X, Tensor):
         raise ValueError(f"Expected argument `{name}` to be a torch tensor or numpy array but got {type(X)}.")
+    X = X.detach()
     if X.ndim != 2:
         raise ValueError(
             f"Expected argument `{name}` to be a 2-d matrix (n samples × d features) but got shape {tuple(X.shape)}."

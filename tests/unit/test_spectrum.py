@@ -138,6 +138,15 @@ def test_float32_product_rank_and_alpha(monkeypatch):
     assert abs(fast.alpha - exact.alpha) < 1e-3 and abs(exact.alpha - 1.5) < 0.2
 
 
+def test_tensor_that_requires_grad_and_a_transposed_view():
+    X = power_law(600, 40, 2.0, seed=6)
+    ref = estimate_alpha(X, n_bootstrap=0)
+    leaf = X.clone().requires_grad_(True)
+    assert estimate_alpha(leaf, n_bootstrap=0).alpha == pytest.approx(ref.alpha, abs=1e-12)
+    view = X.T.contiguous().T  # same values, column-major strides
+    assert estimate_alpha(view, n_bootstrap=0).alpha == pytest.approx(ref.alpha, abs=1e-12)
+
+
 def test_huge_finite_values_are_not_called_nan():
     X = power_law(400, 30, 2.0, seed=4, dtype=torch.float32) * 1e37  # column sums overflow float32
     est = estimate_alpha(X, n_bootstrap=0, warn=False)
