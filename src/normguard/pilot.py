@@ -354,7 +354,6 @@ def per_sample_weight_decay(alpha: float = 1e-4) -> Callable[[int], float]:
     return lambda n: 2.0 * alpha / n
 
 
-
 def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The weight matrices/kernels of ``model`` (parameters with ≥ 2 dims): no biases, no norms.
 
