@@ -6,6 +6,8 @@ What is measured (medians of ``--repeats`` runs after one warm-up, in this proce
   the budget rule falls back to the regression interval, so no bootstrap is run);
 * its parts: centring, the covariance product (``_smaller_gram``: one float32 BLAS ``ssyrk``
   at this size) and ``_eigenvalues`` (float32 ``eigvalsh``);
+* ``estimate_alpha`` on a steep spectrum (λ_i = i^-2.5) whose tail float32 cannot resolve,
+  so that the default ``precision="auto"`` redoes it in float64 (the worst case of the rule);
 * the float64 route as the accuracy reference (float64 products of 2048-row chunks and a
   float64 ``eigvalsh``; what ``spectrum.py`` does below 10¹⁰ multiply-adds, and what it did
   for every size before), with the largest relative eigenvalue error of the float32 route
@@ -42,6 +44,7 @@ from normguard.spectrum import estimate_alpha
 
 OUT = Path(__file__).resolve().parent / "RESULTS_spectrum.md"
 ALPHA = 1.5
+STEEP_ALPHA = 2.5
 
 _MEMORY_CHILD = r"""
 import json, resource, sys, time, warnings
@@ -171,10 +174,11 @@ def main() -> None:
     print(rows[-1], times_all)
     t_c, _, Xc = timed(lambda: spectrum._center(X), repeats)
     rows.append(("  centring (_center)", t_c, ""))
-    t_g, _, G = timed(lambda: spectrum._smaller_gram(Xc), repeats)
+    dtype = spectrum._product_dtype(Xc)
+    t_g, _, G = timed(lambda: spectrum._smaller_gram(Xc, dtype), repeats)
     flops = 2.0 * n * d * d
     rows.append(
-        (f"  covariance product (_smaller_gram, {spectrum._product_dtype(Xc)})", t_g,
+        (f"  covariance product (_smaller_gram, {dtype})", t_g,
          f"{flops / 2 / t_g / 1e9:.0f} GFLOP/s (n·d²/2 multiply-adds)")
     )  # fmt: skip
     t_e, _, eigs = timed(lambda: spectrum._eigenvalues(G), repeats)
@@ -185,20 +189,22 @@ def main() -> None:
 
     # The float64 route (the accuracy reference): chunked float64 products, float64 eigvalsh.
     alt: list[tuple[str, float, str]] = []
-    saved = spectrum._FLOAT32_PRODUCT_MACS
-    spectrum._FLOAT32_PRODUCT_MACS = float("inf")
-    try:
-        t_g64, _, G64 = timed(lambda: spectrum._smaller_gram(Xc), max(1, repeats - 1))
-        t_e64, _, eigs_ref = timed(lambda: spectrum._eigenvalues(G64), max(1, repeats - 1))
-        est64 = estimate_alpha(X, warn=False)
-    finally:
-        spectrum._FLOAT32_PRODUCT_MACS = saved
+    t_g64, _, G64 = timed(lambda: spectrum._smaller_gram(Xc, torch.float64), max(1, repeats - 1))
+    t_e64, _, eigs_ref = timed(lambda: spectrum._eigenvalues(G64), max(1, repeats - 1))
+    est64 = estimate_alpha(X, warn=False, precision="float64")
     alt.append(("  float64 product (2048-row chunks)", t_g64, ""))
     alt.append(("  float64 eigvalsh", t_e64, ""))
     alt.append(
         ("float64 route, product + eigvalsh", t_g64 + t_e64,
          f"α = {est64.alpha:.4f}, fit range {est64.fit_range}; float32 route's max rel. eigenvalue error over "
          f"{fr}: {head_error(eigs, eigs_ref, fr):.1e}")
+    )  # fmt: skip
+    # A steep spectrum: float32 cannot resolve its tail, so "auto" redoes it in float64.
+    steep = torch.randn(n, d, generator=g) * torch.arange(1, d + 1, dtype=torch.float32) ** (-STEEP_ALPHA / 2)
+    t_steep, _, est_steep = timed(lambda: estimate_alpha(steep, warn=False), max(1, repeats - 1))
+    alt.append(
+        (f"estimate_alpha on λ_i = i^-{STEEP_ALPHA} data (auto: float32, then float64)", t_steep,
+         f"α = {est_steep.alpha:.4f}, fit range {est_steep.fit_range}")
     )  # fmt: skip
     if threads > 1:
         torch.set_num_threads(1)
@@ -232,7 +238,8 @@ def main() -> None:
         "|---|---:|---|",
         *[f"| {a} | {b:.2f} | {c} |" for a, b, c in rows],
         "",
-        "Reference and variants (the float64 route is what `spectrum.py` uses below 10¹⁰ multiply-adds):",
+        "Reference and variants (the float64 route is what `spectrum.py` uses below 10¹⁰ multiply-adds, and "
+        "after the float32 route when float32 cannot resolve the tail):",
         "",
         "| alternative | median s | notes |",
         "|---|---:|---|",

@@ -12,14 +12,18 @@ How α is measured (the rule, exactly):
    rank-k update (BLAS ``?syrk`` on the CPU, a matmul on other devices), then take its
    eigenvalues with ``torch.linalg.eigvalsh``, sorted descending. The product and the
    eigenvalues are float64, except for float32 data whose product exceeds 10¹⁰
-   multiply-adds (n · d · min(n, d)): those stay in float32 throughout, which halves the
+   multiply-adds (n · d · min(n, d)): those start in float32 throughout, which halves the
    time of both steps (for n = 20 000, d = 4 096 the eigenvalues over the fit range agree
-   with the float64 route to ~1e-5 relative, far inside the sampling error).
+   with the float64 route to ~1e-5 relative, far inside the sampling error). If the
+   float32 eigenvalues then fall below numerical zero (rule 2) before index
+   ``min(n − 1, d)`` — a steep or rank-deficient spectrum, whose tail float32 cannot
+   resolve — the product and eigenvalues are redone in float64, so the rank and the fit
+   range never rest on float32 rounding (``precision=`` overrides this).
 2. ``m`` = the number of eigenvalues above numerical zero, at most ``min(n − 1, d)`` when
    centred. Numerical zero is λ ≤ λ₁ · max(n, d) · 100 · ε₆₄ (ε₆₄ ≈ 2.2e-16) for float64
-   products, and λ ≤ λ₁ · 16 · ε₃₂ ≈ λ₁ · 1.9e-6 for float32 ones: a float32 product
-   resolves nothing below about λ₁ · 1e-7, so deeper eigenvalues are rounding noise
-   (a rank-1 024 float32 matrix shows its "zeros" near λ₁ · 1e-7, not λ₁ · 1e-15).
+   products, and λ ≤ λ₁ · 4 · ε₃₂ ≈ λ₁ · 4.8e-7 for float32 ones: a float32 product and
+   eigensolver resolve nothing much below λ₁ · 1e-7 (the "zeros" of rank-deficient float32
+   data measured at λ₁ · 1e-8 to 8.5e-8 by that route, near λ₁ · 1e-15 by the float64 one).
 3. Fit range ("auto"), 1-based and inclusive: ``first = max(2, ceil(0.01 m))`` (the top
    eigenvalue is an outlier in most real data); ``last = floor(f · m)`` with ``f = 0.5`` when
    n ≥ 5 d (the sample spectrum is accurate far down) and ``f = 0.1`` otherwise (sample
@@ -81,8 +85,9 @@ _BOOTSTRAP_BUDGET_FLOPS = 4e10
 _ZERO_EPS = 100 * float(np.finfo(np.float64).eps)
 # float32 data: products above this many multiply-adds (n · d · min(n, d)) stay in float32.
 _FLOAT32_PRODUCT_MACS = 1e10
-# float32 products: eigenvalues ≤ λ₁ · 16 · ε₃₂ (≈ λ₁ · 1.9e-6) are numerical zeros.
-_FLOAT32_ZERO_FACTOR = 16.0
+# float32 products: eigenvalues ≤ λ₁ · 4 · ε₃₂ (≈ λ₁ · 4.8e-7) are numerical zeros; measured
+# rounding "zeros" of rank-deficient float32 data sit at λ₁ · 1e-8 … 8.5e-8.
+_FLOAT32_ZERO_FACTOR = 4.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,16 +188,15 @@ def _syrk(X: Tensor, *, covariance: bool, scale: float = 1.0) -> Tensor:
     return torch.from_numpy(syrk(scale, fortran_view, trans=0 if covariance else 1, lower=1))
 
 
-def _smaller_gram(X: Tensor) -> Tensor:
-    """The smaller of XᵀX/n and XXᵀ/n (lower triangle), in the product precision of the rule.
+def _smaller_gram(X: Tensor, dtype: torch.dtype) -> Tensor:
+    """The smaller of XᵀX/n and XXᵀ/n (lower triangle), multiplied in ``dtype``.
 
-    float64 unless X is float32 and the product is large (see ``_FLOAT32_PRODUCT_MACS``);
-    the float64 product of float32 data is formed over row/column chunks, so no float64
+    The float64 product of float32 data is formed over row/column chunks, so no float64
     copy of X is ever made.
     """
     n, d = X.shape
     covariance = d <= n
-    if X.dtype == _product_dtype(X):
+    if X.dtype == dtype:
         return _syrk(X, covariance=covariance, scale=1.0 / n)
     size = d if covariance else n
     out = torch.zeros(size, size, dtype=torch.float64, device=X.device)
@@ -202,12 +206,21 @@ def _smaller_gram(X: Tensor) -> Tensor:
     return out / n
 
 
-def _product_dtype(X: Tensor) -> torch.dtype:
-    """The precision ``_smaller_gram`` multiplies ``X`` in."""
+def _product_dtype(X: Tensor, precision: str = "auto") -> torch.dtype:
+    """The precision the product (and ``eigvalsh``) of ``X`` starts in (rule 1)."""
+    if X.dtype != torch.float32 or precision == "float64":
+        return torch.float64
     n, d = X.shape
-    if X.dtype == torch.float32 and n * d * min(n, d) > _FLOAT32_PRODUCT_MACS:
+    if precision == "float32" or n * d * min(n, d) > _FLOAT32_PRODUCT_MACS:
         return torch.float32
     return torch.float64
+
+
+def _spectrum(Xc: Tensor, dtype: torch.dtype) -> np.ndarray:
+    gram = _smaller_gram(Xc, dtype)
+    eigs = _eigenvalues(gram)
+    del gram
+    return eigs
 
 
 def _center(X: Tensor) -> Tensor:
@@ -356,6 +369,7 @@ def estimate_alpha(
     n_bootstrap: int | None = None,
     seed: int = 0,
     warn: bool = True,
+    precision: str = "auto",
 ) -> AlphaEstimate:
     """Estimate the eigendecay exponent α of the rows of ``X`` (n samples × d features).
 
@@ -368,6 +382,10 @@ def estimate_alpha(
             interval; ``None`` picks from a compute budget (see the module docstring).
         seed: seed of the bootstrap's resampling.
         warn: warn when the spectrum is not a power law (R² < 0.9) or α ≤ 1.
+        precision: ``"auto"`` (rule 1 of the module docstring: float32 for large float32
+            data, redone in float64 when float32 cannot resolve the tail), ``"float64"``
+            (always exact), or ``"float32"`` (always fast; for float32 data, a steep or
+            rank-deficient spectrum is then fitted over a shorter head).
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -377,13 +395,18 @@ def estimate_alpha(
     """
     if n_bootstrap is not None and n_bootstrap < 0:
         raise ValueError(f"Expected argument `n_bootstrap` to be >= 0 or None but got {n_bootstrap}.")
+    if precision not in ("auto", "float32", "float64"):
+        raise ValueError(f"Expected argument `precision` to be 'auto', 'float32' or 'float64' but got {precision!r}.")
     X = _as_matrix(X)
     n, d = X.shape
     Xc = _center(X) if center else X
-    gram = _smaller_gram(Xc)
-    eigs = _eigenvalues(gram)
-    del gram, Xc
-    est = _fit_estimate(eigs, n, d, center=center, fit_range=fit_range, product_dtype=_product_dtype(X))
+    dtype = _product_dtype(X, precision)
+    eigs = _spectrum(Xc, dtype)
+    if dtype == torch.float32 and precision == "auto" and _rank(eigs, n, d, center, dtype) < min(n - int(center), d):
+        dtype = torch.float64  # float32 could not resolve the tail: let float64 decide the rank
+        eigs = _spectrum(Xc, dtype)
+    del Xc
+    est = _fit_estimate(eigs, n, d, center=center, fit_range=fit_range, product_dtype=dtype)
     first, last = est.fit_range
 
     if n_bootstrap is None:
@@ -399,7 +422,7 @@ def estimate_alpha(
             rows = torch.randint(0, n, (n,), generator=gen).to(X.device)
             Xb = X.index_select(0, rows)
             Xb = _center(Xb) if center else Xb
-            eb = _eigenvalues(_smaller_gram(Xb))
+            eb = _spectrum(Xb, dtype)
             if np.all(eb[first - 1 : last] > 0):
                 reps.append(fit_power_law(eb, first, last)[0])
     if len(reps) >= 2:

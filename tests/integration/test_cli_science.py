@@ -36,6 +36,14 @@ def test_spectrum_json_and_plot(files, capsys, tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 1000
     csv = run_json(capsys, ["spectrum", str(files / "digits.csv")])
     assert csv["n_samples"] == 300
+    X32 = np.load(files / "digits.npz")["X"].astype(np.float32)
+    np.save(tmp_path / "d32.npy", X32)
+    by = {
+        precision: run_json(capsys, ["spectrum", str(tmp_path / "d32.npy"), "--precision", precision])
+        for precision in ("float32", "float64")
+    }
+    assert by["float32"]["fit_range"] == by["float64"]["fit_range"] == out["fit_range"]
+    assert abs(by["float32"]["alpha"] - by["float64"]["alpha"]) < 1e-4
 
 
 def test_theory_json(capsys, tmp_path):

@@ -106,36 +106,54 @@ def test_plot_spectrum(tmp_path):
 
 @pytest.mark.parametrize("shape", [(700, 90), (90, 700)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gram_product_matches_float64_reference(shape, dtype, monkeypatch):
+def test_gram_product_matches_float64_reference(shape, dtype):
     from normguard import spectrum
 
     X = power_law(*shape, 1.5, seed=2, dtype=dtype)
     ref = X.double().T @ X.double() if shape[0] >= shape[1] else X.double() @ X.double().T
     ref = torch.tril(ref / shape[0])
-    tol = 1e-12 if dtype == torch.float64 else 1e-5
-    for macs in (1e10, 0):  # default rule (float64 product here), then forced float32 product
-        monkeypatch.setattr(spectrum, "_FLOAT32_PRODUCT_MACS", macs)
-        got = torch.tril(spectrum._smaller_gram(X).double())
+    for product in (torch.float64, dtype):  # float64 product (chunked for float32 data), then X's own
+        got = torch.tril(spectrum._smaller_gram(X, product).double())
+        tol = 1e-12 if product == torch.float64 else 1e-5
         assert got.shape == ref.shape
         assert float((got - ref).abs().max()) <= tol * float(ref.abs().max())
 
 
-def test_float32_product_rank_and_alpha(monkeypatch):
-    """Rank-deficient float32 data: the float32 route counts the true rank and keeps α."""
-    from normguard import spectrum
-
-    g = torch.Generator().manual_seed(5)
-    n, d, r = 1500, 400, 150
+def rank_deficient_float32(n=1500, d=400, r=150, seed=5):
+    g = torch.Generator().manual_seed(seed)
     basis, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     Z = torch.randn(n, r, generator=g, dtype=torch.float64) * torch.arange(1, r + 1, dtype=torch.float64) ** -0.75
-    X = (Z @ basis[:r]).float()
-    exact = estimate_alpha(X, n_bootstrap=0)  # small: float64 product
-    monkeypatch.setattr(spectrum, "_FLOAT32_PRODUCT_MACS", 0)
-    assert spectrum._product_dtype(X) == torch.float32
-    fast = estimate_alpha(X, n_bootstrap=0)
-    # both routes see rank r: the auto range ends at 10 % of it, not of d
+    return (Z @ basis[:r]).float()
+
+
+def test_float32_route_threshold_keeps_the_true_rank():
+    """float32 product and eigvalsh: rounding "zeros" of rank-deficient data stay below the threshold."""
+    X = rank_deficient_float32()
+    exact = estimate_alpha(X, n_bootstrap=0, precision="float64")
+    fast = estimate_alpha(X, n_bootstrap=0, precision="float32")
+    # both routes see rank r = 150: the auto range ends at 10 % of it, not of d = 400
     assert exact.fit_range == fast.fit_range == (2, 15)
     assert abs(fast.alpha - exact.alpha) < 1e-3 and abs(exact.alpha - 1.5) < 0.2
+
+
+def test_auto_precision_switches_to_float64_when_float32_cannot_resolve_the_tail(monkeypatch):
+    from normguard import spectrum
+
+    monkeypatch.setattr(spectrum, "_FLOAT32_PRODUCT_MACS", 0)  # every float32 input takes the float32 route
+    assert spectrum._product_dtype(torch.zeros(10, 10)) == torch.float32
+    steep = power_law(3000, 300, 3.0, dtype=torch.float32)  # λ_300 / λ_1 ≈ 4e-8: below float32's reach
+    exact = estimate_alpha(steep, n_bootstrap=0, precision="float64")
+    short = estimate_alpha(steep, n_bootstrap=0, precision="float32")
+    auto = estimate_alpha(steep, n_bootstrap=0)
+    assert auto.fit_range == exact.fit_range and auto.alpha == pytest.approx(exact.alpha, abs=1e-9)
+    assert short.fit_range[1] < exact.fit_range[1]  # float32 alone fits a shorter head
+    assert abs(short.alpha - 3.0) < 0.3
+    shallow = power_law(3000, 300, 1.5, dtype=torch.float32)  # resolvable: float32 all the way
+    fast = estimate_alpha(shallow, n_bootstrap=0)
+    ref = estimate_alpha(shallow, n_bootstrap=0, precision="float64")
+    assert fast.fit_range == ref.fit_range and abs(fast.alpha - ref.alpha) < 1e-4
+    with pytest.raises(ValueError, match="precision"):
+        estimate_alpha(shallow, precision="half")
 
 
 def test_tensor_that_requires_grad_and_a_transposed_view():

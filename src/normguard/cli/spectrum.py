@@ -35,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bootstrap replicates for the interval (default: chosen from a compute budget)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "float32", "float64"),
+        default="auto",
+        help="arithmetic of the covariance product and eigenvalues (default: %(default)s, see normguard.spectrum)",
+    )
     parser.add_argument("--plot", metavar="PNG", help="save the spectrum with its fit to this file")
 
 
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
                 fit_range=tuple(args.fit_range) if args.fit_range else "auto",
                 n_bootstrap=args.bootstrap,
                 seed=args.seed,
+                precision=args.precision,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
