@@ -121,6 +121,9 @@ def reading(t_all, t_c, t_g, t_e, t_g64, t_e64, alt, mem, n, d, load_end) -> lis
         f"- The product is a symmetric rank-k update: n·d²/2 = {n * d * d / 2:.2e} multiply-adds, "
         f"{n * d * d / t_g / 1e9:.0f} GFLOP/s. The float64 route's product took {t_g64:.1f} s and its eigvalsh "
         f"{t_e64:.1f} s ({(t_g64 + t_e64) / (t_g + t_e):.2f}x the float32 route's product + eigvalsh).",
+        "- A steep spectrum (the λ_i = i^-2.5 row) is the rule's worst case: float32 cannot resolve its tail, so "
+        "the float32 route's work is followed by the whole float64 route; the fit range and α are then the "
+        "float64 ones.",
         "- What is left is the floor of the exact dense method on this CPU: one pass over the data for the "
         "product and a dense symmetric eigensolver on d×d; only approximate (iterative or sketched) "
         "eigenvalues or a GPU would go below it.",
@@ -229,7 +232,7 @@ def main() -> None:
         f"Command: `{command_line()}`",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} cores visible, torch threads {threads}; torch {torch.__version__};"
-        f" load average at start {load[0]:.2f} (1-minute load average; above ~0.5 other jobs shared the cores).",
+        f" load average at start {load[0]:.2f} (1-minute average: it also counts jobs that ended just before).",
         "",
         f"Data: X = randn({n}, {d}) float32 scaled by i^(-{ALPHA}/2) (λ_i = i^-{ALPHA}); "
         f"{X.numel() * 4 / 2**20:.0f} MiB. Median of {repeats} after one warm-up.",
