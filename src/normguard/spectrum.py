@@ -104,6 +104,8 @@ class AlphaEstimate:
         intercept: the fit's intercept (natural log).
         ci_method: ``"bootstrap"`` or ``"regression-se"``.
         n_bootstrap: replicates used (0 for the regression interval).
+        precision: ``"float32"`` or ``"float64"``, the arithmetic of the product and the
+            eigenvalues behind the estimate (see rule 1 of the module docstring).
     """
 
     alpha: float
@@ -116,6 +118,7 @@ class AlphaEstimate:
     intercept: float = 0.0
     ci_method: str = "bootstrap"
     n_bootstrap: int = 0
+    precision: str = "float64"
 
     def density_tail_exponent(self) -> float:
         """WeightWatcher's "alpha": the tail exponent of the eigenvalue *density*.
@@ -143,6 +146,7 @@ class AlphaEstimate:
             "n_features": self.n_features,
             "ci_method": self.ci_method,
             "n_bootstrap": self.n_bootstrap,
+            "precision": self.precision,
         }
 
 
@@ -355,6 +359,7 @@ def _fit_estimate(
         intercept=intercept,
         ci_method="regression-se",
         n_bootstrap=0,
+        precision="float32" if product_dtype == torch.float32 else "float64",
     )
 
 

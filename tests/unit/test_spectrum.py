@@ -146,12 +146,14 @@ def test_auto_precision_switches_to_float64_when_float32_cannot_resolve_the_tail
     short = estimate_alpha(steep, n_bootstrap=0, precision="float32")
     auto = estimate_alpha(steep, n_bootstrap=0)
     assert auto.fit_range == exact.fit_range and auto.alpha == pytest.approx(exact.alpha, abs=1e-9)
+    assert (auto.precision, short.precision, exact.precision) == ("float64", "float32", "float64")
     assert short.fit_range[1] < exact.fit_range[1]  # float32 alone fits a shorter head
     assert abs(short.alpha - 3.0) < 0.3
     shallow = power_law(3000, 300, 1.5, dtype=torch.float32)  # resolvable: float32 all the way
     fast = estimate_alpha(shallow, n_bootstrap=0)
     ref = estimate_alpha(shallow, n_bootstrap=0, precision="float64")
     assert fast.fit_range == ref.fit_range and abs(fast.alpha - ref.alpha) < 1e-4
+    assert fast.precision == "float32" and fast.to_dict()["precision"] == "float32"
     with pytest.raises(ValueError, match="precision"):
         estimate_alpha(shallow, precision="half")
 
