@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import normguard as ng
-from normguard.tasks import noisy_digits, power_law_regression
+from normguard.science.datasets import noisy_digits, power_law_regression
 
 
 def _lightning() -> Any:

@@ -39,8 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, cpu_model
 
-from normguard import spectrum
-from normguard.spectrum import estimate_alpha
+from normguard.science import spectrum
+from normguard.science.spectrum import estimate_alpha
 
 OUT = Path(__file__).resolve().parent / "RESULTS_spectrum.md"
 ALPHA = 1.5
@@ -49,7 +49,7 @@ STEEP_ALPHA = 2.5
 _MEMORY_CHILD = r"""
 import json, resource, sys, time, warnings
 import torch
-from normguard.spectrum import CovarianceAccumulator, estimate_alpha
+from normguard.science.spectrum import CovarianceAccumulator, estimate_alpha
 n, d, batch, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.set_num_threads(int(sys.argv[5]))
 scale = torch.arange(1, d + 1, dtype=torch.float32) ** -0.75

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import normguard as ng
 from normguard.lightning import NormGuardCallback
-from normguard.tasks import power_law_regression
+from normguard.science.datasets import power_law_regression
 
 
 class LinearRegression(L.LightningModule):

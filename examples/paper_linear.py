@@ -3,16 +3,16 @@
 Setting (Wang, Sonthalia, Hu, AISTATS 2024; THEORY.md): x = Σ^{1/2} z, Σ = diag(i^-α),
 d = 1.5 n, y = xᵀβ* + ε with σ² = 1 and β* ~ N(0, 10/d I). The minimum-norm
 τ-near-interpolator is the ridge solution whose training error equals τ
-(:func:`normguard.theory.min_norm_near_interpolator`); its test error is the exact
+(:func:`normguard.science.theory.min_norm_near_interpolator`); its test error is the exact
 expectation σ² + (β − β*)ᵀ Σ (β − β*).
 
 Two experiments, for α = 1.5 and 2.5:
 
 1. Norm growth at τ = 0.2: median ‖β‖² over seeds on a log grid of n, and the slope of
-   log(median ‖β‖²) against log n (:func:`normguard.pilot.linear_pilot` with
-   :func:`normguard.pilot.paper_generator`), next to α and to the theory's σ² n^α 𝓝(κ).
+   log(median ‖β‖²) against log n (:func:`normguard.science.pilot.linear_pilot` with
+   :func:`normguard.science.pilot.paper_generator`), next to α and to the theory's σ² n^α 𝓝(κ).
 2. Trade-off at fixed n: empirical test error against τ, next to the theory curve
-   :func:`normguard.theory.tradeoff_curve`.
+   :func:`normguard.science.theory.tradeoff_curve`.
 
 Run::
 
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normguard.pilot import linear_pilot, paper_generator
-from normguard.theory import min_norm_near_interpolator, paper_data, predict, tradeoff_curve
+from normguard.science.pilot import linear_pilot, paper_generator
+from normguard.science.theory import min_norm_near_interpolator, paper_data, predict, tradeoff_curve
 
 GAMMA = 2 / 3  # n / d
 ALPHAS = (1.5, 2.5)

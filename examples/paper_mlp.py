@@ -5,14 +5,14 @@ Setting (Wang, Sonthalia, Hu, AISTATS 2024; THEORY.md): the linear data of
 MLPs with 1 and 5 hidden layers of width 100, Adam lr 1e-3, full batch, L2 penalty 1e-4,
 at most 2000 steps, stopping at the first step whose training MSE < τ = 0.2. The norm is
 Σ_layers ‖W_ℓ‖_F² over the weight matrices (biases excluded). Each run is one call of
-:func:`normguard.pilot.model_pilot`; the fitted exponent is the slope of log(median norm)
+:func:`normguard.science.pilot.model_pilot`; the fitted exponent is the slope of log(median norm)
 against log n. The test error of each trained network is measured on 2000 fresh samples
 against the noiseless target xᵀβ*, plus σ² = 1 (so σ² is the floor, as in the linear case).
 
 The networks follow the authors' published code, which trains scikit-learn
 ``MLPRegressor``s: Glorot-uniform initial weights and biases
-(:func:`normguard.pilot.paper_mlp`) and the L2 penalty written per sample,
-alpha/(2n)·‖W‖² with alpha = 1e-4 (:func:`normguard.pilot.per_sample_weight_decay`).
+(:func:`normguard.science.pilot.paper_mlp`) and the L2 penalty written per sample,
+alpha/(2n)·‖W‖² with alpha = 1e-4 (:func:`normguard.science.pilot.per_sample_weight_decay`).
 That last point matters: a fixed Adam weight decay of 1e-4 instead pins the weights on the
 small directions of a steep spectrum and bends the α = 2.5 exponent far down, reversing the
 paper's ordering (one seed, n = 200…1600, PyTorch's default init: 0.36 at α = 2.5 against
@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from normguard.pilot import model_pilot, paper_generator, paper_mlp, per_sample_weight_decay
-from normguard.theory import paper_data, predict
+from normguard.science.pilot import model_pilot, paper_generator, paper_mlp, per_sample_weight_decay
+from normguard.science.theory import paper_data, predict
 
 GAMMA = 2 / 3
 ALPHAS = (1.5, 2.5)

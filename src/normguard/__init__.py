@@ -12,8 +12,8 @@ from normguard.actions import Escalation, RaiseWeightDecay, StopTraining, Warn
 from normguard.events import Event, EventKind
 from normguard.guard import NormGuard
 from normguard.norms import NormEngine, NormSnapshot, group_parameters, layer_norms, total_norm
-from normguard.signals import Condition, NearInterpolationDetector, Reason, Verdict, label_noise_floor
-from normguard.spectrum import (
+from normguard.detector import Condition, NearInterpolationDetector, Reason, Verdict, label_noise_floor
+from normguard.science.spectrum import (
     AlphaEstimate,
     CovarianceAccumulator,
     estimate_alpha,

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 import torch
 
 from normguard.events import Event, EventKind
-from normguard.signals import Verdict, _check_int, _check_number
+from normguard.detector import Verdict, _check_int, _check_number
 
 log = logging.getLogger("normguard")
 

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from normguard.events import Event
 from normguard.monitor import Monitor
-from normguard.signals import NearInterpolationDetector, Verdict
+from normguard.detector import NearInterpolationDetector, Verdict
 from normguard.tensorboard import Sink, SummaryWriterSink
 
 __all__ = ["NormGuard"]
@@ -67,11 +67,11 @@ class NormGuard:
         log_dir: TensorBoard directory (``None``: no files; events still go to logging).
         every_n_steps: steps between checks.
         noise_floor: σ̂² for the detector: a float, ``"auto"`` or ``None`` (see
-            :mod:`normguard.signals`).
+            :mod:`normguard.detector`).
         action: ``"warn"`` (default), ``"weight_decay"``, ``"stop"``, ``"stop_no_restore"``,
             an action object, a callable ``fn(verdict, context)``, or a list (escalation).
         patience: decisions the signature must persist before firing.
-        detector: a configured :class:`~normguard.signals.NearInterpolationDetector`
+        detector: a configured :class:`~normguard.detector.NearInterpolationDetector`
             (instead of ``noise_floor``/``patience``).
         attach: register an optimizer step post-hook that counts steps, so the loop only
             reports losses with :meth:`report_loss`.

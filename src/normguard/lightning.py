@@ -63,7 +63,7 @@ except ImportError as exc:  # lightning is an optional extra
 from normguard.actions import resolve_action
 from normguard.events import Event
 from normguard.monitor import Monitor, check_options
-from normguard.signals import NearInterpolationDetector, Verdict
+from normguard.detector import NearInterpolationDetector, Verdict
 from normguard.tensorboard import Sink, SummaryWriterSink
 
 __all__ = ["LoggerSink", "NormGuardCallback"]

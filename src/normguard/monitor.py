@@ -18,7 +18,7 @@ from normguard import tensorboard as tags
 from normguard.actions import ActionContext, resolve_action
 from normguard.events import Event, EventKind
 from normguard.norms import HostSnapshot, NormEngine
-from normguard.signals import NearInterpolationDetector, Verdict
+from normguard.detector import NearInterpolationDetector, Verdict
 
 log = logging.getLogger("normguard")
 

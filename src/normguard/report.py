@@ -52,7 +52,7 @@ import numpy as np
 
 from normguard import tensorboard as tags
 from normguard.events import EventKind
-from normguard.signals import Condition
+from normguard.detector import Condition
 
 __all__ = ["LoggedEvent", "RunData", "Series", "load_runs", "plot_report", "report_html", "summarize"]
 

@@ -22,7 +22,7 @@ def main(out_dir: str, action: str) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from normguard.lightning import NormGuardCallback
-    from normguard.tasks import power_law_regression
+    from normguard.science.datasets import power_law_regression
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
 

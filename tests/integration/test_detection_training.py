@@ -14,7 +14,7 @@ from torch import nn
 
 import normguard as ng
 from normguard import tensorboard as tags
-from normguard.tasks import noisy_digits, power_law_regression
+from normguard.science.datasets import noisy_digits, power_law_regression
 
 
 @pytest.fixture(autouse=True)

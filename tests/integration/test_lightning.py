@@ -23,7 +23,7 @@ import normguard as ng  # noqa: E402
 from normguard import tensorboard as tags  # noqa: E402
 from normguard.events import EventKind  # noqa: E402
 from normguard.lightning import NormGuardCallback  # noqa: E402
-from normguard.tasks import power_law_regression  # noqa: E402
+from normguard.science.datasets import power_law_regression  # noqa: E402
 
 QUIET = {
     "enable_progress_bar": False,

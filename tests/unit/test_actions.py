@@ -10,7 +10,7 @@ from torch import nn
 
 import normguard as ng
 from normguard.actions import ActionContext, Escalation, RaiseWeightDecay, StopTraining, Warn, resolve_action
-from normguard.signals import Reason, Verdict
+from normguard.detector import Reason, Verdict
 
 
 def verdict(step: int, fired: bool = False) -> Verdict:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normguard.signals import NearInterpolationDetector, Reason, label_noise_floor, theil_sen
+from normguard.detector import NearInterpolationDetector, Reason, label_noise_floor, theil_sen
 
 FLOOR = 1.0
 

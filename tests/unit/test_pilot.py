@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from normguard.pilot import (
+from normguard.science.pilot import (
     fit_exponent,
     linear_pilot,
     model_pilot,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from normguard.spectrum import (
+from normguard.science.spectrum import (
     CovarianceAccumulator,
     estimate_alpha,
     estimate_alpha_streaming,
@@ -107,7 +107,7 @@ def test_plot_spectrum(tmp_path):
 @pytest.mark.parametrize("shape", [(700, 90), (90, 700)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_gram_product_matches_float64_reference(shape, dtype):
-    from normguard import spectrum
+    from normguard.science import spectrum
 
     X = power_law(*shape, 1.5, seed=2, dtype=dtype)
     ref = X.double().T @ X.double() if shape[0] >= shape[1] else X.double() @ X.double().T
@@ -137,7 +137,7 @@ def test_float32_route_threshold_keeps_the_true_rank():
 
 
 def test_auto_precision_switches_to_float64_when_float32_cannot_resolve_the_tail(monkeypatch):
-    from normguard import spectrum
+    from normguard.science import spectrum
 
     monkeypatch.setattr(spectrum, "_FLOAT32_PRODUCT_MACS", 0)  # every float32 input takes the float32 route
     assert spectrum._product_dtype(torch.zeros(10, 10)) == torch.float32

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from normguard import theory as T
+from normguard.science import theory as T
 
 G = 2 / 3
 

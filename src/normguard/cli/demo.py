@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from normguard.cli import UsageError
-from normguard.tasks import power_law_regression
+from normguard.science.datasets import power_law_regression
 
 
 @dataclass

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from normguard.pilot import linear_pilot
+    from normguard.science.pilot import linear_pilot
 
     if not str(args.file).lower().endswith(".npz"):
         raise UsageError(f"{args.file}: expected an .npz file with arrays X and y")

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "float32", "float64"),
         default="auto",
-        help="arithmetic of the covariance product and eigenvalues (default: %(default)s, see normguard.spectrum)",
+        help="arithmetic of the covariance product and eigenvalues (default: %(default)s, see normguard.science.spectrum)",
     )
     parser.add_argument("--plot", metavar="PNG", help="save the spectrum with its fit to this file")
 
@@ -110,7 +110,7 @@ def _fmt(value: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from normguard.spectrum import estimate_alpha, plot_spectrum
+    from normguard.science.spectrum import estimate_alpha, plot_spectrum
 
     X = load_matrix(args.file)
     with warnings.catch_warnings(record=True) as caught:

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _plot(args: argparse.Namespace, path: str) -> None:
-    from normguard.theory import predict, tradeoff_curve
+    from normguard.science.theory import predict, tradeoff_curve
 
     try:
         import matplotlib
@@ -55,7 +55,7 @@ def _plot(args: argparse.Namespace, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from normguard.theory import predict
+    from normguard.science.theory import predict
 
     try:
         p = predict(args.alpha, args.gamma, args.tau, args.sigma2)

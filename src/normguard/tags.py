@@ -1,4 +1,6 @@
-"""TensorBoard output: every tag name in one place, the custom-scalars layout, the sinks.
+"""The tag scheme for every logger: each tag name in one place, the custom-scalars layout,
+and the values a check logs (:func:`check_values`). The sinks that write them live in
+:mod:`normguard.sinks`.
 
 Tag scheme (all under ``normguard/``; ``/`` groups them in TensorBoard):
 
@@ -13,13 +15,16 @@ tag                                         value
 ``normguard/layer_update_size/<layer>``     ‖w_t − w_prev‖ of one layer (when tracked)
 ``normguard/loss/train``                    mean training loss since the previous check
 ``normguard/loss/val``                      validation loss
+``normguard/val_metric``                    the validation metric named by ``monitor`` (if any)
 ``normguard/loss/noise_floor``              the noise floor σ̂² in use (given or estimated)
 ``normguard/gap/value``                     validation − training loss (same stretch)
 ``normguard/gap/trend``                     slope of the gap per 1000 steps
 ``normguard/condition/<name>``              1 when a detector condition holds, else 0
 ``normguard/event/<kind>``                  1 at the step an event happened
 ``normguard/weight_decay/group_<i>``        weight decay of optimizer group i
-``normguard/events`` (text)                 one line per event
+``normguard/events`` (text)                 one line per event (Text tab:
+                                            ``normguard/events/text_summary``)
+``normguard/events_json`` (text)            the same events as JSON, for ``normguard report``
 ==========================================  =============================================
 
 Example:
@@ -29,9 +34,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from normguard.detector import Verdict
+    from normguard.norms import HostSnapshot
 
 PREFIX = "normguard"
 TOTAL_NORM = f"{PREFIX}/norm/total"
@@ -42,6 +50,7 @@ LAYER_INIT_DISTANCE = f"{PREFIX}/layer_init_distance"
 LAYER_UPDATE_SIZE = f"{PREFIX}/layer_update_size"
 TRAIN_LOSS = f"{PREFIX}/loss/train"
 VAL_LOSS = f"{PREFIX}/loss/val"
+VAL_METRIC = f"{PREFIX}/val_metric"
 NOISE_FLOOR = f"{PREFIX}/loss/noise_floor"
 GAP = f"{PREFIX}/gap/value"
 GAP_TREND = f"{PREFIX}/gap/trend"
@@ -49,10 +58,12 @@ CONDITION = f"{PREFIX}/condition"
 EVENT = f"{PREFIX}/event"
 WEIGHT_DECAY = f"{PREFIX}/weight_decay"
 EVENTS_TEXT = f"{PREFIX}/events"
+EVENTS_JSON = f"{PREFIX}/events_json"
 
 __all__ = [
     "CONDITION",
     "EVENT",
+    "EVENTS_JSON",
     "EVENTS_TEXT",
     "GAP",
     "GAP_TREND",
@@ -65,9 +76,9 @@ __all__ = [
     "TOTAL_NORM",
     "TRAIN_LOSS",
     "VAL_LOSS",
+    "VAL_METRIC",
     "WEIGHT_DECAY",
-    "Sink",
-    "SummaryWriterSink",
+    "check_values",
     "condition_tag",
     "custom_scalars_layout",
     "event_tag",
@@ -91,75 +102,51 @@ def event_tag(kind: str) -> str:
 def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     """The layout for TensorBoard's Custom Scalars tab (``SummaryWriter.add_custom_scalars``).
 
-    One category, ``normguard``, with four charts side by side: the norm, its growth,
-    the losses with the noise floor, and the gap.
+    One category, ``normguard``: the norm, the losses with the noise floor and the gap
+    first, then each growth rate on its own axis (a rate never shares an axis with a level).
     """
     return {
         PREFIX: {
             "weight norm": ["Multiline", [TOTAL_NORM]],
-            "norm growth": ["Multiline", [GROWTH_EXPONENT, RELATIVE_GROWTH]],
             "losses and noise floor": ["Multiline", [TRAIN_LOSS, VAL_LOSS, NOISE_FLOOR]],
-            "validation - train gap": ["Multiline", [GAP, GAP_TREND]],
+            "validation - train gap": ["Multiline", [GAP]],
+            "norm growth exponent d log|w| / d log step": ["Multiline", [GROWTH_EXPONENT]],
+            "gap trend (per 1000 steps)": ["Multiline", [GAP_TREND]],
+            "norm change per check": ["Multiline", [RELATIVE_GROWTH]],
         }
     }
 
 
-class Sink(Protocol):
-    """Where normguard's numbers go. Every method is called on the host, at a check."""
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None: ...
-
-    def text(self, step: int, tag: str, text: str) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class SummaryWriterSink:
-    """Writes to a ``torch.utils.tensorboard.SummaryWriter`` (created from ``log_dir``).
-
-    The custom-scalars layout is written once, when the sink is created. Non-finite
-    values are written as they are (TensorBoard shows them), never dropped silently.
-
-    Example:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     sink = SummaryWriterSink(d)
-        ...     sink.scalars(1, {TOTAL_NORM: 2.0})
-        ...     sink.close()
-    """
-
-    def __init__(self, log_dir: str | None = None, writer: Any = None) -> None:
-        if writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(log_dir=log_dir)
-        self.writer = writer
-        self.writer.add_custom_scalars(custom_scalars_layout())
-        self._closed = False
-
-    @property
-    def log_dir(self) -> str:
-        return str(self.writer.log_dir if hasattr(self.writer, "log_dir") else self.writer.get_logdir())
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, float(value), global_step=step)
-
-    def text(self, step: int, tag: str, text: str) -> None:
-        self.writer.add_text(tag, text, global_step=step)
-
-    def flush(self) -> None:
-        self.writer.flush()
-
-    def close(self) -> None:
-        if not self._closed:
-            self.writer.flush()
-            self.writer.close()
-            self._closed = True
-
-
-def finite_or_nan(value: float | None) -> float:
-    """A float for a scalar sink: ``None`` becomes NaN."""
-    return math.nan if value is None else float(value)
+def check_values(
+    host: HostSnapshot,
+    verdict: Verdict,
+    *,
+    train_loss: float | None,
+    val_loss: float | None,
+    val_metric: float | None = None,
+    log_layers: bool = True,
+    weight_decays: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """The scalars one check logs, by tag (``None`` values are left out)."""
+    values: dict[str, float] = {TOTAL_NORM: host.total}
+    if log_layers:
+        values.update({layer_tag(k): v for k, v in host.layer_norms.items()})
+        for kind, data in ((LAYER_INIT_DISTANCE, host.init_distance), (LAYER_UPDATE_SIZE, host.update_size)):
+            values.update({layer_tag(k, kind): v for k, v in (data or {}).items()})
+    optional = {
+        TRAIN_LOSS: train_loss,
+        GROWTH_EXPONENT: verdict.growth_exponent,
+        RELATIVE_GROWTH: verdict.relative_growth,
+        NOISE_FLOOR: verdict.noise_floor,
+        VAL_LOSS: val_loss,
+        VAL_METRIC: val_metric,
+    }
+    if val_loss is not None:
+        optional[GAP] = verdict.gap
+        optional[GAP_TREND] = verdict.gap_trend
+    values.update({k: v for k, v in optional.items() if v is not None})
+    if verdict.decided:
+        values.update({condition_tag(k): float(v) for k, v in verdict.conditions.items() if v is not None})
+        values[condition_tag("streak")] = float(verdict.streak)
+    values.update({f"{WEIGHT_DECAY}/{k}": v for k, v in (weight_decays or {}).items()})
+    return values

@@ -40,8 +40,9 @@ import torch
 from torch import nn
 
 from normguard.norms import NormEngine
-from normguard.spectrum import estimate_alpha
-from normguard.theory import min_norm_near_interpolator, paper_data
+from normguard.science.spectrum import estimate_alpha
+from normguard.science.datasets import paper_data
+from normguard.science.theory import min_norm_near_interpolator
 
 __all__ = [
     "PilotResult",
@@ -65,7 +66,7 @@ class PilotResult:
     Attributes:
         exponent: slope of log(median ‖β‖²) against log n.
         exponent_ci: 95 % bootstrap-over-seeds interval.
-        alpha: the data's eigendecay exponent (:func:`normguard.spectrum.estimate_alpha`;
+        alpha: the data's eigendecay exponent (:func:`normguard.science.spectrum.estimate_alpha`;
             for a generator, of the largest size's first draw); NaN if it failed.
         sizes: the subset sizes kept in the fit.
         norms_sq: median squared norm per size.

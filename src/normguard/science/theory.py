@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from scipy import optimize, special
 
+from normguard.science.datasets import PaperData, paper_data
+
 __all__ = [
     "I_integral",
     "J_integral",
@@ -282,56 +284,6 @@ def predict(alpha: float, gamma: float, tau: float, sigma2: float = 1.0) -> Pred
         norm_constant=norm_constant(k, alpha, gamma),
         interpolation_test_error=sigma2 / (1.0 - J_integral(kc, alpha, gamma)),
     )
-
-
-# --------------------------------------------------------------------------- the paper's data
-
-
-@dataclass(frozen=True, eq=False)
-class PaperData:
-    """One draw of the paper's setting; ``X`` is n × d (rows are samples), float64."""
-
-    X: np.ndarray
-    y: np.ndarray
-    beta_star: np.ndarray
-    eigenvalues: np.ndarray
-    sigma2: float
-
-    def test_error(self, beta: Any) -> float:
-        """Exact expected test error σ² + (β − β*)ᵀ Σ (β − β*) (Σ is diagonal)."""
-        diff = np.asarray(beta, dtype=np.float64) - self.beta_star
-        return float(self.sigma2 + np.sum(self.eigenvalues * diff**2))
-
-
-PaperData.test_error.__test__ = False  # type: ignore[attr-defined]
-
-
-def paper_data(
-    n: int,
-    alpha: float,
-    gamma: float = 2 / 3,
-    sigma2: float = 1.0,
-    seed: int = 0,
-    signal: float = 10.0,
-) -> PaperData:
-    """Draw the paper's setting: d = round(n/γ), Σ = diag(i^−α), β* ~ N(0, signal/d · I).
-
-    Example:
-        >>> data = paper_data(100, alpha=2.0, seed=1)
-        >>> data.X.shape, data.y.shape
-        ((100, 150), (100,))
-    """
-    alpha, gamma, sigma2 = _check_alpha(alpha), _check_gamma(gamma), _check_sigma2(sigma2)
-    if int(n) < 2:
-        raise ValueError(f"Expected argument `n` to be an integer >= 2 but got {n!r}.")
-    n = int(n)
-    d = round(n / gamma)
-    rng = np.random.default_rng(seed)
-    eig = np.arange(1, d + 1, dtype=np.float64) ** (-alpha)
-    X = rng.standard_normal((n, d)) * np.sqrt(eig)
-    beta_star = rng.standard_normal(d) * math.sqrt(signal / d)
-    y = X @ beta_star + rng.standard_normal(n) * math.sqrt(sigma2)
-    return PaperData(X=X, y=y, beta_star=beta_star, eigenvalues=eig, sigma2=sigma2)
 
 
 # --------------------------------------------------------------------------- ridge near-interpolators

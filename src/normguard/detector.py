@@ -60,6 +60,9 @@ from typing import Any
 
 import numpy as np
 
+from normguard.validation import check_int as _check_int
+from normguard.validation import check_number as _check_number
+
 __all__ = [
     "Condition",
     "NearInterpolationDetector",
@@ -459,26 +462,3 @@ class NearInterpolationDetector:
         self._since_best = int(state.get("since_best", 0))
         self._validations = int(state.get("validations", 0))
         self._streak = int(state.get("streak", 0))
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"Expected argument `{name}` to be an integer >= {minimum} but got {value!r}.")
-
-
-def _check_number(
-    name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False
-) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        bounds = []
-        if low is not None:
-            bounds.append(f"{'>' if low_open else '>='} {low}")
-        if high is not None:
-            bounds.append(f"<= {high}")
-        expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
-        raise ValueError(f"Expected argument `{name}` to be {expected} but got {value!r}.")
