@@ -1,48 +1,55 @@
-"""What normguard does when the detector's signature is active. Opt-in; the default warns.
+"""What normguard does with the detector's verdicts. Opt-in; the default only warns.
 
-An action is called with the verdict and an :class:`ActionContext` at every decision
-where the signature is active (``verdict.active``); ``verdict.fired`` marks the onset.
+Every action is an :class:`Action`: called with the verdict and an :class:`ActionContext`.
+A *trigger* action (``every_decision = False``) is called at each decision where the
+signature is active (``verdict.active``; ``verdict.fired`` marks the onset). A *controller*
+(``every_decision = True``) is called at every decision, signature or not.
 
-* :class:`Warn` — one logged event and one Python warning per firing (onset).
-* :class:`RaiseWeightDecay` — multiply ``weight_decay`` of chosen param groups by
-  ``factor``, bounded by ``max_weight_decay``, at most once every ``cooldown`` decisions.
-  The value lives in the optimizer's param groups, so it is saved and restored with
-  ``optimizer.state_dict()``. Note on torch's ``AdamW``: its decoupled decay shrinks
-  weights by ``lr * weight_decay`` per step, so the effective decay follows the learning
-  rate (a scheduler that lowers lr also weakens the raised decay); with ``Adam``/``SGD``
-  weight decay is an L2 term added to the gradient instead.
-* :class:`StopTraining` — ask the loop to stop and, with ``restore_best=True``, restore the
-  weights of the check with the best validation loss (a copy kept on the CPU by default:
-  one copy of the model's parameters and buffers in host memory).
-* :class:`Escalation` — run actions in stages: the first at onset, the next when the
-  signature persists ``checks_between`` more decisions, and so on.
+=================  ==========================  =============================================
+name               class                       what it does
+=================  ==========================  =============================================
+``"warn"``         :class:`Warn`               one ``NormGuardWarning`` per firing
+``"weight_decay"`` :class:`RaiseWeightDecay`   multiply ``weight_decay`` while the signature
+                                               lasts (bounded, with a cooldown)
+``"hold_floor"``   :class:`HoldNoiseFloor`     controller: a decoupled weight decay that keeps
+                                               the training loss at the noise floor
+``"stop"``         :class:`StopTraining`       stop, restoring the best-validation weights
+``"stop_no_restore"`` ``StopTraining(False)``  stop, keep the last weights
+a list             :class:`Escalation`         stages: the next when the signature persists
+a callable         :class:`CallableAction`     ``fn(verdict, context)`` at active decisions
+=================  ==========================  =============================================
 
-Custom callables ``fn(verdict, context)`` are accepted wherever an action is.
+``describe()`` of a named action is its name. Subclass :class:`Action` for your own: the
+base has no-op ``bind``, ``reset``, ``state_dict``, ``load_state_dict`` and ``on_train_end``.
 
 Example:
     >>> resolve_action(["weight_decay", "stop"]).describe()
-    'escalation(raise_weight_decay -> stop_training)'
+    'escalation(weight_decay -> stop)'
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from normguard.detector import Verdict
 from normguard.events import Event, EventKind
-from normguard.detector import Verdict, _check_int, _check_number
+from normguard.validation import check_bool, check_int, check_number
 
 log = logging.getLogger("normguard")
 
 __all__ = [
     "Action",
     "ActionContext",
+    "CallableAction",
     "Escalation",
+    "HoldNoiseFloor",
     "NormGuardWarning",
     "RaiseWeightDecay",
     "StopTraining",
@@ -57,7 +64,7 @@ class NormGuardWarning(UserWarning):
 
 @dataclass
 class ActionContext:
-    """What an action may touch. Built by the front door at each decision."""
+    """What an action may touch. Built by the core at each decision."""
 
     step: int
     optimizers: Sequence[torch.optim.Optimizer]
@@ -67,17 +74,34 @@ class ActionContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Action(Protocol):
-    def __call__(self, verdict: Verdict, context: ActionContext) -> None: ...
+class Action:
+    """Base class of actions. Override :meth:`__call__`; the rest has working defaults."""
 
+    #: called at every decision (a controller), not only while the signature is active
+    every_decision: bool = False
+    #: the core keeps a copy of the best-validation weights for this action
+    needs_best_weights: bool = False
+    #: the name ``resolve_action`` knows it by
+    name: str = ""
 
-class _Stateful:
-    """Default no-op state handling and validation for the built-in actions."""
-
-    needs_best_weights = False
+    def __call__(self, verdict: Verdict, context: ActionContext) -> None:
+        raise NotImplementedError
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Check the action against the optimizers; raise a clear error if it cannot work."""
+        """Check the action against the optimizers (raise a clear error if it cannot work) and hook in."""
+
+    def unbind(self) -> None:
+        """Remove any hook :meth:`bind` installed."""
+
+    def reset(self) -> None:
+        """Forget run state: a new fit starts here."""
+
+    def on_train_end(self, context: ActionContext) -> None:
+        """Training ended (not stopped by normguard)."""
+
+    def scalars(self) -> dict[str, float]:
+        """Values to log at each check, by tag suffix under ``normguard/weight_decay/``."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -86,32 +110,77 @@ class _Stateful:
         pass
 
     def describe(self) -> str:
-        return type(self).__name__
+        return self.name or type(self).__name__
 
 
-class Warn(_Stateful):
-    """Emit a ``NormGuardWarning`` once per firing (the monitor logs the event itself)."""
+class CallableAction(Action):
+    """A plain ``fn(verdict, context)`` called at active decisions."""
+
+    def __init__(self, fn: Callable[[Verdict, ActionContext], Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, verdict: Verdict, context: ActionContext) -> None:
+        self.fn(verdict, context)
+
+    def describe(self) -> str:
+        return getattr(self.fn, "__name__", type(self.fn).__name__)
+
+
+class Warn(Action):
+    """Emit a ``NormGuardWarning`` once per firing (the core logs the event itself)."""
+
+    name = "warn"
 
     def __call__(self, verdict: Verdict, context: ActionContext) -> None:
         if verdict.fired:
             warnings.warn(
-                f"normguard: near-interpolation signature at {verdict.describe()}", NormGuardWarning, stacklevel=2
+                f"normguard: near-interpolation signature at step {verdict.step}", NormGuardWarning, stacklevel=2
             )
 
-    def describe(self) -> str:
-        return "warn"
+
+def _group_indices(optimizer: torch.optim.Optimizer, wanted: Sequence[int] | None) -> list[int]:
+    n = len(optimizer.param_groups)
+    indices = list(range(n)) if wanted is None else list(wanted)
+    bad = [i for i in indices if not -n <= i < n]
+    if bad:
+        raise ValueError(f"Expected argument `param_groups` to index the optimizer's {n} groups but got {bad}.")
+    return [i % n for i in indices]
 
 
-class RaiseWeightDecay(_Stateful):
-    """Multiply the weight decay of chosen param groups, bounded, with a cooldown.
+def _check_param_groups(param_groups: Any) -> list[int] | None:
+    if param_groups is None:
+        return None
+    if isinstance(param_groups, (str, bytes)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in param_groups
+    ):
+        raise ValueError(f"Expected argument `param_groups` to be a sequence of ints or None but got {param_groups!r}.")
+    return list(param_groups)
+
+
+def _decaying_groups(optimizer: torch.optim.Optimizer, wanted: list[int] | None, include_zero: bool) -> list[int]:
+    """The groups a regulariser acts on: those given, else those whose weight decay is > 0
+    (the user's no-decay groups — biases, norm layers — stay untouched), else, when every
+    group is at 0 (no per-group choice made), all groups."""
+    indices = _group_indices(optimizer, wanted)
+    if wanted is not None or include_zero:
+        return indices
+    positive = [i for i in indices if float(optimizer.param_groups[i].get("weight_decay", 0.0)) > 0]
+    return positive or indices
+
+
+class RaiseWeightDecay(Action):
+    """Multiply the weight decay of chosen param groups while the signature lasts.
 
     Args:
         factor: multiplier (> 1) applied at each change.
         max_weight_decay: upper bound of any group's weight decay.
         cooldown: decisions to wait after a change before the next one.
-        param_groups: indices of the groups to change (default: all groups).
+        param_groups: indices of the groups to change (default: groups whose weight decay
+            is > 0; all groups when every group is at 0).
         initial: value used for a group whose weight decay is 0 (0 × factor stays 0).
     """
+
+    name = "weight_decay"
 
     def __init__(
         self,
@@ -121,42 +190,31 @@ class RaiseWeightDecay(_Stateful):
         param_groups: Sequence[int] | None = None,
         initial: float = 1e-4,
     ) -> None:
-        _check_number("factor", factor, low=1.0, low_open=True)
-        _check_number("max_weight_decay", max_weight_decay, low=0.0, low_open=True)
-        _check_int("cooldown", cooldown, 0)
-        _check_number("initial", initial, low=0.0, low_open=True)
-        if param_groups is not None and (
-            isinstance(param_groups, (str, bytes)) or not all(isinstance(i, int) for i in param_groups)
-        ):
-            raise ValueError(
-                f"Expected argument `param_groups` to be a sequence of ints or None but got {param_groups!r}."
-            )
-        self.factor = float(factor)
-        self.max_weight_decay = float(max_weight_decay)
-        self.cooldown = cooldown
-        self.param_groups = None if param_groups is None else list(param_groups)
-        self.initial = float(initial)
+        self.factor = check_number("factor", factor, low=1.0, low_open=True)
+        self.max_weight_decay = check_number("max_weight_decay", max_weight_decay, low=0.0, low_open=True)
+        self.cooldown = check_int("cooldown", cooldown, 0)
+        self.initial = check_number("initial", initial, low=0.0, low_open=True)
+        self.param_groups = _check_param_groups(param_groups)
         self._since_change: int | None = None
+        self._targets: list[list[int]] = []
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         if not optimizers:
             raise ValueError("Expected an optimizer for `RaiseWeightDecay` but the guard has none.")
+        self._targets = []
         for k, opt in enumerate(optimizers):
-            for i in self._indices(opt):
+            indices = _decaying_groups(opt, self.param_groups, include_zero=False)
+            for i in indices:
                 if "weight_decay" not in opt.param_groups[i]:
                     raise ValueError(
                         f"Expected param group {i} of optimizer {k} ({type(opt).__name__}) to have a "
                         f"`weight_decay` entry for `RaiseWeightDecay`, but its keys are "
                         f"{sorted(opt.param_groups[i])}."
                     )
+            self._targets.append(indices)
 
-    def _indices(self, optimizer: torch.optim.Optimizer) -> list[int]:
-        n = len(optimizer.param_groups)
-        indices = list(range(n)) if self.param_groups is None else self.param_groups
-        bad = [i for i in indices if not -n <= i < n]
-        if bad:
-            raise ValueError(f"Expected argument `param_groups` to index the optimizer's {n} groups but got {bad}.")
-        return indices
+    def reset(self) -> None:
+        self._since_change = None
 
     def __call__(self, verdict: Verdict, context: ActionContext) -> None:
         if self._since_change is not None and self._since_change < self.cooldown:
@@ -164,7 +222,8 @@ class RaiseWeightDecay(_Stateful):
             return
         changed = False
         for k, opt in enumerate(context.optimizers):
-            for i in self._indices(opt):
+            targets = self._targets[k] if k < len(self._targets) else _group_indices(opt, self.param_groups)
+            for i in targets:
                 group = opt.param_groups[i]
                 old = float(group["weight_decay"])
                 new = min(old * self.factor if old > 0 else self.initial, self.max_weight_decay)
@@ -172,13 +231,12 @@ class RaiseWeightDecay(_Stateful):
                     continue
                 group["weight_decay"] = new
                 changed = True
-                message = f"optimizer {k} group {i}: weight_decay {old:.3g} -> {new:.3g}"
                 context.emit(
                     Event(
                         context.step,
                         EventKind.WEIGHT_DECAY_CHANGED,
-                        message,
-                        {"optimizer": k, "group": i, "old": old, "new": new},
+                        f"optimizer {k} group {i}: weight_decay {old:.3g} -> {new:.3g}",
+                        {"optimizer": k, "group": i, "old": old, "new": new, "by": self.name},
                     )
                 )
         if changed:
@@ -190,47 +248,236 @@ class RaiseWeightDecay(_Stateful):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._since_change = state.get("since_change")
 
-    def describe(self) -> str:
-        return "raise_weight_decay"
+
+def _is_decoupled(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's own ``weight_decay`` is decoupled (p ← p − lr·λ·p)."""
+    if isinstance(optimizer, torch.optim.AdamW):
+        return True
+    return any(bool(g.get("decoupled_weight_decay", False)) for g in optimizer.param_groups)
 
 
-class StopTraining(_Stateful):
+class HoldNoiseFloor(Action):
+    """Keep the training loss at the noise floor with a decoupled weight decay, for the rest of training.
+
+    A controller on log λ, called at every decision once the noise floor is known. It
+    engages the first time the training loss goes under the floor; from then on, at each
+    decision, with e = log(floor / train loss):
+
+    * |e| ≤ ``deadband``: λ is left alone (no hunting around the floor);
+    * otherwise λ ← λ · exp(clip(``gain`` · e, ±log ``max_factor``)): raised while the model
+      fits below the floor, lowered when it is above, by at most ``max_factor`` per decision;
+    * bounded: never below the group's own starting weight decay (the user's choice) and
+      never above ``max_shrink`` / lr (at most that fraction of each weight removed per step).
+
+    How the decay is applied (decoupled, ``p ← p · (1 − lr · λ)`` after each step):
+    optimizers whose ``weight_decay`` is already decoupled (``AdamW``, or
+    ``decoupled_weight_decay=True``) get their group's ``weight_decay`` set to λ; for all
+    others (``Adam``, ``SGD``, ...) the group's own value is left as it is and the shrink by
+    the controller's λ is applied after each ``optimizer.step()`` by a step post-hook (one
+    fused multiply per group; no host sync). Groups whose weight decay is 0 while others'
+    is not (biases, norm layers) are left alone unless ``param_groups`` names them; when
+    every group is at 0, all are regularised.
+
+    Args:
+        gain: proportional gain on the log error.
+        max_factor: largest change of λ per decision (×/÷).
+        deadband: relative error of the training loss to the floor tolerated without change.
+        initial: λ to start from in a group that had none.
+        max_shrink: upper bound of lr · λ (fraction of each weight removed per step).
+        param_groups: indices of the groups to act on (see above for the default).
+        restore_best_at_end: put the best-validation weights back when training ends.
+    """
+
+    name = "hold_floor"
+    every_decision = True
+
+    def __init__(
+        self,
+        gain: float = 1.0,
+        max_factor: float = 1.5,
+        deadband: float = 0.05,
+        initial: float = 1e-3,
+        max_shrink: float = 0.01,
+        param_groups: Sequence[int] | None = None,
+        restore_best_at_end: bool = False,
+    ) -> None:
+        self.gain = check_number("gain", gain, low=0.0, low_open=True)
+        self.max_factor = check_number("max_factor", max_factor, low=1.0, low_open=True)
+        self.deadband = check_number("deadband", deadband, low=0.0, high=1.0)
+        self.initial = check_number("initial", initial, low=0.0, low_open=True)
+        self.max_shrink = check_number("max_shrink", max_shrink, low=0.0, low_open=True, high=1.0)
+        self.param_groups = _check_param_groups(param_groups)
+        self.restore_best_at_end = check_bool("restore_best_at_end", restore_best_at_end)
+        self.needs_best_weights = self.restore_best_at_end
+        self._optimizers: list[torch.optim.Optimizer] = []
+        self._hooks: list[Any] = []
+        self.reset()
+
+    # ----------------------------------------------------------------- setup
+    def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        if not optimizers:
+            raise ValueError("Expected an optimizer for `HoldNoiseFloor` but the guard has none.")
+        self.unbind()
+        self._optimizers = list(optimizers)
+        self._groups = [_decaying_groups(opt, self.param_groups, include_zero=False) for opt in optimizers]
+        self._decoupled = [_is_decoupled(opt) for opt in optimizers]
+        if not self._floor_decay:
+            self._floor_decay = [
+                [float(opt.param_groups[i].get("weight_decay", 0.0)) if dec else 0.0 for i in groups]
+                for opt, groups, dec in zip(optimizers, self._groups, self._decoupled)
+            ]
+            self._decay = [list(row) for row in self._floor_decay]
+        for k, opt in enumerate(optimizers):
+            if not self._decoupled[k]:
+                self._hooks.append(opt.register_step_post_hook(self._make_shrink(k)))
+
+    def unbind(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
+
+    def reset(self) -> None:
+        self.engaged = False
+        self._floor_decay: list[list[float]] = []
+        self._decay: list[list[float]] = []
+        self._groups: list[list[int]] = []
+        self._decoupled: list[bool] = []
+
+    def _make_shrink(self, k: int) -> Callable[..., None]:
+        def shrink(optimizer: torch.optim.Optimizer, *_: Any) -> None:
+            for j, i in enumerate(self._groups[k]):
+                decay = self._decay[k][j]
+                if decay <= 0:
+                    continue
+                group = optimizer.param_groups[i]
+                params = [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    continue
+                with torch.no_grad():
+                    torch._foreach_mul_(params, 1.0 - group["lr"] * decay)
+
+        return shrink
+
+    # ----------------------------------------------------------------- control
+    def __call__(self, verdict: Verdict, context: ActionContext) -> None:
+        floor, loss = verdict.noise_floor, verdict.train_loss
+        if floor is None or loss is None or not (floor > 0 and loss >= 0 and math.isfinite(loss)):
+            return
+        if not self.engaged:
+            if loss >= floor:
+                return
+            self.engaged = True
+            context.emit(
+                Event(
+                    context.step,
+                    EventKind.WEIGHT_DECAY_CHANGED,
+                    f"hold_floor engaged: training loss {loss:.4g} under the noise floor {floor:.4g}",
+                    {"engaged": True, "train_loss": loss, "noise_floor": floor, "by": self.name},
+                )
+            )
+        error = math.log(floor / max(loss, 1e-12 * floor))
+        if abs(error) <= math.log1p(self.deadband):
+            return
+        step = max(-math.log(self.max_factor), min(math.log(self.max_factor), self.gain * error))
+        for k, opt in enumerate(context.optimizers[: len(self._groups)]):
+            for j, i in enumerate(self._groups[k]):
+                self._change(k, j, i, opt, step, context)
+
+    def _change(self, k: int, j: int, i: int, opt: torch.optim.Optimizer, step: float, ctx: ActionContext) -> None:
+        old = self._decay[k][j]
+        lr = opt.param_groups[i]["lr"]
+        lr = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.detach().cpu())
+        ceiling = self.max_shrink / lr if lr > 0 else math.inf
+        base = old if old > 0 else (self.initial if step > 0 else 0.0)
+        new = min(max(base * math.exp(step), self._floor_decay[k][j]), ceiling)
+        if new < 0.1 * self.initial and self._floor_decay[k][j] == 0:
+            new = 0.0  # relaxed back to nothing: stop shrinking at all
+        if math.isclose(new, old, rel_tol=1e-9):
+            return
+        self._decay[k][j] = new
+        if self._decoupled[k]:
+            opt.param_groups[i]["weight_decay"] = new
+        ctx.emit(
+            Event(
+                ctx.step,
+                EventKind.WEIGHT_DECAY_CHANGED,
+                f"optimizer {k} group {i}: decoupled weight_decay {old:.3g} -> {new:.3g} (hold_floor)",
+                {"optimizer": k, "group": i, "old": old, "new": new, "by": self.name},
+            )
+        )
+
+    def scalars(self) -> dict[str, float]:
+        """The controller's λ per ``hold_floor/opt_k_group_i``."""
+        return {
+            f"hold_floor/opt_{k}_group_{i}": self._decay[k][j]
+            for k, groups in enumerate(self._groups)
+            for j, i in enumerate(groups)
+        }
+
+    def on_train_end(self, context: ActionContext) -> None:
+        if self.restore_best_at_end:
+            context.restore_best()
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {"engaged": self.engaged, "floor_decay": self._floor_decay, "decay": self._decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.engaged = bool(state.get("engaged", False))
+        floor, decay = state.get("floor_decay"), state.get("decay")
+        if floor and decay:
+            self._floor_decay = [[float(v) for v in row] for row in floor]
+            self._decay = [[float(v) for v in row] for row in decay]
+
+
+class StopTraining(Action):
     """Stop training; with ``restore_best`` restore the best-validation weights first."""
 
     def __init__(self, restore_best: bool = True) -> None:
-        self.restore_best = bool(restore_best)
+        self.restore_best = check_bool("restore_best", restore_best)
         self.needs_best_weights = self.restore_best
+        self.name = "stop" if self.restore_best else "stop_no_restore"
 
     def __call__(self, verdict: Verdict, context: ActionContext) -> None:
         if self.restore_best:
             context.restore_best()
-        context.request_stop(f"near-interpolation signature ({verdict.describe()})")
-
-    def describe(self) -> str:
-        return "stop_training"
+        context.request_stop(f"near-interpolation signature (detector fired at step {verdict.step})")
 
 
-class Escalation(_Stateful):
+class Escalation(Action):
     """Stages of actions: the next stage starts when the signature persists
-    ``checks_between`` decisions after the current stage began."""
+    ``checks_between`` decisions after the current stage began. A controller stage
+    (e.g. :class:`HoldNoiseFloor`), once reached, is called at every decision."""
 
-    def __init__(self, actions: Sequence[Action], checks_between: int = 2) -> None:
-        if not actions:
-            raise ValueError("Expected argument `actions` to be a non-empty sequence of actions but got [].")
-        _check_int("checks_between", checks_between, 1)
-        self.actions = list(actions)
-        self.checks_between = checks_between
-        self.needs_best_weights = any(getattr(a, "needs_best_weights", False) for a in self.actions)
-        self._stage = 0
-        self._in_stage = 0
+    def __init__(self, actions: Sequence[Any], checks_between: int = 2) -> None:
+        if isinstance(actions, (str, bytes)) or not isinstance(actions, Sequence) or not actions:
+            raise ValueError(f"Expected argument `action` to be a non-empty list of actions but got {actions!r}.")
+        self.checks_between = check_int("checks_between", checks_between, 1)
+        self.actions = [resolve_action(a) for a in actions]
+        self.needs_best_weights = any(a.needs_best_weights for a in self.actions)
+        self.every_decision = any(a.every_decision for a in self.actions)
+        self.reset()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         for action in self.actions:
-            bind = getattr(action, "bind", None)
-            if bind is not None:
-                bind(optimizers)
+            action.bind(optimizers)
+
+    def unbind(self) -> None:
+        for action in self.actions:
+            action.unbind()
+
+    def reset(self) -> None:
+        self._stage = 0
+        self._in_stage = 0
+        for action in self.actions:
+            action.reset()
 
     def __call__(self, verdict: Verdict, context: ActionContext) -> None:
+        current = self.actions[self._stage]
+        if not verdict.active:  # called only because some stage is a controller
+            if current.every_decision:
+                current(verdict, context)
+            return
         if verdict.fired:
             self._in_stage = 0
         elif self._in_stage >= self.checks_between and self._stage < len(self.actions) - 1:
@@ -240,61 +487,64 @@ class Escalation(_Stateful):
                 Event(
                     context.step,
                     EventKind.ACTION_ESCALATED,
-                    f"signature persists: escalating to {_name(self.actions[self._stage])}",
+                    f"signature persists: escalating to {self.actions[self._stage].describe()}",
                     {"stage": self._stage},
                 )
             )
         self._in_stage += 1
         self.actions[self._stage](verdict, context)
 
+    def on_train_end(self, context: ActionContext) -> None:
+        self.actions[self._stage].on_train_end(context)
+
+    def scalars(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for action in self.actions:
+            out.update(action.scalars())
+        return out
+
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "stage": self._stage,
-            "in_stage": self._in_stage,
-            "actions": [getattr(a, "state_dict", dict)() for a in self.actions],
-        }
+        return {"stage": self._stage, "in_stage": self._in_stage, "actions": [a.state_dict() for a in self.actions]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._stage = int(state.get("stage", 0))
         self._in_stage = int(state.get("in_stage", 0))
         for action, sub in zip(self.actions, state.get("actions", [])):
-            load = getattr(action, "load_state_dict", None)
-            if load is not None:
-                load(sub)
+            action.load_state_dict(sub)
 
     def describe(self) -> str:
-        return "escalation(" + " -> ".join(_name(a) for a in self.actions) + ")"
-
-
-def _name(action: Any) -> str:
-    describe = getattr(action, "describe", None)
-    return describe() if describe else getattr(action, "__name__", type(action).__name__)
+        return "escalation(" + " -> ".join(a.describe() for a in self.actions) + ")"
 
 
 _NAMED: dict[str, Callable[[], Action]] = {
     "warn": Warn,
     "weight_decay": RaiseWeightDecay,
+    "hold_floor": HoldNoiseFloor,
     "stop": StopTraining,
     "stop_no_restore": lambda: StopTraining(restore_best=False),
 }
 
 
 def resolve_action(action: Any) -> Action:
-    """Turn a name, an action, a callable or a list of them into one action.
+    """Turn a name, an :class:`Action`, a callable or a list of them into one action.
 
-    Names: ``"warn"``, ``"weight_decay"``, ``"stop"`` (restores the best weights),
-    ``"stop_no_restore"``. A list becomes an :class:`Escalation`; ``None`` means ``"warn"``.
+    ``None`` means ``"warn"``; a list becomes an :class:`Escalation`.
     """
     if action is None:
         return Warn()
+    if isinstance(action, Action):
+        return action
     if isinstance(action, str):
         if action not in _NAMED:
             raise ValueError(
-                f"Expected argument `action` to be one of {sorted(_NAMED)} or a callable but got {action!r}."
+                f"Expected argument `action` to be one of {sorted(_NAMED)}, an action, a callable or a list of them "
+                f"but got {action!r}."
             )
         return _NAMED[action]()
     if isinstance(action, (list, tuple)):
-        return Escalation([resolve_action(a) for a in action])
+        return Escalation(action)
     if callable(action):
-        return action
-    raise ValueError(f"Expected argument `action` to be a name, a callable or a list of them but got {action!r}.")
+        return CallableAction(action)
+    raise ValueError(
+        f"Expected argument `action` to be a name, an action, a callable or a list of them but got {action!r}."
+    )

@@ -62,6 +62,7 @@ import numpy as np
 
 from normguard.validation import check_int as _check_int
 from normguard.validation import check_number as _check_number
+from normguard.validation import is_real_number
 
 __all__ = [
     "Condition",
@@ -117,9 +118,23 @@ class Verdict:
     def decided(self) -> bool:
         return self.reason not in (Reason.RECORDED, Reason.NON_FINITE)
 
+    def to_data(self) -> dict[str, Any]:
+        """The verdict's numbers as plain data (an event's ``data``)."""
+        return {
+            "reason": self.reason.value,
+            "streak": self.streak,
+            "conditions": dict(self.conditions),
+            "growth_exponent": self.growth_exponent,
+            "gap": self.gap,
+            "gap_trend": self.gap_trend,
+            "noise_floor": self.noise_floor,
+            "train_loss": self.train_loss,
+            "top_layers": [list(x) for x in self.top_layers],
+        }
+
     def describe(self) -> str:
         parts = [f"{k}={'n/a' if v is None else ('yes' if v else 'no')}" for k, v in self.conditions.items()]
-        text = f"step {self.step}: {self.reason.value} (streak {self.streak}; {', '.join(parts)})"
+        text = f"{self.reason.value} (streak {self.streak}; {', '.join(parts)})"
         if self.growth_exponent is not None:
             text += f"; growth exponent {self.growth_exponent:.3g}"
         if self.gap is not None:
@@ -194,7 +209,7 @@ def label_noise_floor(noise_rate: float, num_classes: int) -> float:
     floor = -keep * math.log(keep)
     if flip > 0:
         floor -= (num_classes - 1) * flip * math.log(flip)
-    return floor
+    return floor if floor > 0 else 0.0  # never -0.0 (η = 0)
 
 
 def _finite(value: float | None) -> bool:
@@ -243,10 +258,7 @@ class NearInterpolationDetector:
                     f"Expected argument `noise_floor` to be a float, 'auto' or None but got {noise_floor!r}."
                 )
         elif noise_floor is not None and (
-            isinstance(noise_floor, bool)
-            or not isinstance(noise_floor, (int, float))
-            or not noise_floor >= 0
-            or not math.isfinite(noise_floor)
+            not is_real_number(noise_floor) or not noise_floor >= 0 or not math.isfinite(noise_floor)
         ):
             raise ValueError(
                 f"Expected argument `noise_floor` to be a finite float >= 0, 'auto' or None but got {noise_floor!r}."
@@ -260,7 +272,7 @@ class NearInterpolationDetector:
         _check_int("baseline_checks", baseline_checks, 1)
         _check_number("min_norm_increase", min_norm_increase, low=0.0)
         _check_int("top_k", top_k, 0)
-        self.noise_floor = noise_floor
+        self.noise_floor: float | str | None = float(noise_floor) if is_real_number(noise_floor) else noise_floor
         self.margin = float(margin)
         self.min_gap = float(min_gap)
         self.patience = patience
@@ -270,6 +282,7 @@ class NearInterpolationDetector:
         self.baseline_checks = baseline_checks
         self.min_norm_increase = float(min_norm_increase)
         self.top_k = top_k
+        self.mode = "min"  # set by GuardOptions from `mode` (the validation metric's direction)
         self.reset()
 
     def reset(self) -> None:
@@ -279,7 +292,8 @@ class NearInterpolationDetector:
         self._layers: deque[np.ndarray] = deque(maxlen=self.window)  # log norms, aligned to _layer_names
         self._baseline: list[float] = []
         self._gaps: deque[tuple[int, float]] = deque(maxlen=self.window)
-        self._best_val = math.inf
+        self._best_val = math.inf  # lowest validation loss (the "auto" floor)
+        self._best_score = math.inf  # best validation score, as a loss (a "max" metric negated)
         self._since_best = 0
         self._validations = 0
         self._streak = 0
@@ -293,21 +307,25 @@ class NearInterpolationDetector:
         layer_norms: dict[str, float] | None = None,
         train_loss: float | None = None,
         val_loss: float | None = None,
+        val_metric: float | None = None,
     ) -> Verdict:
         """Record one check and, when it is a decision, decide.
 
         ``train_loss`` is the mean training loss over the stretch the call reflects (since
-        the previous validation when ``val_loss`` is given).
+        the previous validation when ``val_loss`` is given). ``val_metric``, when given,
+        judges whether validation still improves (higher is better with ``mode="max"``);
+        otherwise the validation loss does.
         """
         step = int(step)
         if (
             not _finite(total_norm)
             or (train_loss is not None and not _finite(train_loss))
             or (val_loss is not None and not _finite(val_loss))
+            or (val_metric is not None and not _finite(val_metric))
         ):
             return Verdict(step=step, reason=Reason.NON_FINITE, streak=self._streak)
         relative = None
-        if self._norms and self._norms[-1][1] > 0:
+        if self._norms and self._norms[-1][1] > 0 and step > self._norms[-1][0]:
             relative = total_norm / self._norms[-1][1] - 1.0
         if step > 0 and total_norm > 0 and (not self._norms or step > self._norms[-1][0]):
             self._norms.append((step, float(total_norm)))
@@ -316,8 +334,10 @@ class NearInterpolationDetector:
                 self._baseline.append(float(total_norm))
         if val_loss is not None:
             self._validations += 1
-            if val_loss < self._best_val:
-                self._best_val = float(val_loss)
+            self._best_val = min(self._best_val, float(val_loss))
+            score = float(val_loss) if val_metric is None else float(val_metric) * (-1.0 if self.mode == "max" else 1.0)
+            if score < self._best_score:
+                self._best_score = score
                 self._since_best = 0
             else:
                 self._since_best += 1
@@ -446,6 +466,7 @@ class NearInterpolationDetector:
             "baseline": list(self._baseline),
             "gaps": [list(x) for x in self._gaps],
             "best_val": self._best_val,
+            "best_score": self._best_score,
             "since_best": self._since_best,
             "validations": self._validations,
             "streak": self._streak,
@@ -459,6 +480,7 @@ class NearInterpolationDetector:
         self._baseline = [float(x) for x in state.get("baseline", [])]
         self._gaps.extend((int(s), float(v)) for s, v in state.get("gaps", []))
         self._best_val = float(state.get("best_val", math.inf))
+        self._best_score = float(state.get("best_score", self._best_val))
         self._since_best = int(state.get("since_best", 0))
         self._validations = int(state.get("validations", 0))
         self._streak = int(state.get("streak", 0))

@@ -5,7 +5,7 @@ accumulated on the device, no host sync), and :meth:`NormGuard.validation_end` w
 validation loss when you validate. Every ``every_n_steps`` steps the guard makes a check:
 one fused norm pass and one device→host transfer; other steps touch only the device.
 
-Logged keys (TensorBoard, under ``log_dir``; see :mod:`normguard.tensorboard`):
+Logged keys (TensorBoard, under ``log_dir``; see :mod:`normguard.tags`):
 
 ====================================  =========================================
 ``normguard/norm/total``              total ℓ2 weight norm, every check
@@ -38,17 +38,18 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, NoReturn
 
 import torch
 from torch import Tensor, nn
 
-from normguard.events import Event
-from normguard.monitor import Monitor
 from normguard.detector import NearInterpolationDetector, Verdict
-from normguard.tensorboard import Sink, SummaryWriterSink
+from normguard.monitor import GuardResults, Monitor
+from normguard.options import GuardOptions
+from normguard.sinks import SummaryWriterSink
+from normguard.validation import is_real_number
 
-__all__ = ["NormGuard"]
+__all__ = ["NormGuard", "as_loss_tensor", "unwrap_optimizer"]
 
 
 def _is_logging_rank() -> bool:
@@ -57,28 +58,51 @@ def _is_logging_rank() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-class NormGuard:
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """The ``torch.optim.Optimizer`` inside a wrapper (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``), or the object itself."""
+    inner = optimizer
+    for _ in range(4):
+        if isinstance(inner, torch.optim.Optimizer) and type(inner).__name__ != "AcceleratedOptimizer":
+            return inner
+        nested = getattr(inner, "optimizer", None) or getattr(inner, "_optimizer", None)
+        if nested is None or nested is inner:
+            break
+        inner = nested
+    return inner
+
+
+def as_loss_tensor(name: str, value: Any) -> Tensor:
+    """A real floating-point loss as a tensor (Python and numpy numbers accepted); no host sync."""
+    if isinstance(value, Tensor):
+        if not (value.is_floating_point()) or value.is_complex():
+            raise TypeError(
+                f"Expected argument `{name}` to be a real floating-point tensor but got dtype {value.dtype}: "
+                "pass the loss itself (e.g. `loss`, not `loss.long()` or a boolean)."
+            )
+        if value.numel() == 0:
+            raise ValueError(f"Expected argument `{name}` to hold a value but got an empty tensor.")
+        return value
+    if is_real_number(value):
+        return torch.tensor(float(value))
+    raise TypeError(f"Expected argument `{name}` to be a tensor or a real number but got {type(value).__name__}.")
+
+
+class NormGuard(GuardResults):
     """Watch weight norms in a custom training loop and act on the near-interpolation signature.
 
     Args:
         model: the model being trained.
         optimizer: its optimizer (or ``None`` to only observe; actions that change weight
-            decay need it). It must hold parameters of ``model``.
+            decay need it). It must hold parameters of ``model``. Wrappers (accelerate's
+            ``AcceleratedOptimizer``) are unwrapped.
         log_dir: TensorBoard directory (``None``: no files; events still go to logging).
         every_n_steps: steps between checks.
-        noise_floor: σ̂² for the detector: a float, ``"auto"`` or ``None`` (see
-            :mod:`normguard.detector`).
-        action: ``"warn"`` (default), ``"weight_decay"``, ``"stop"``, ``"stop_no_restore"``,
-            an action object, a callable ``fn(verdict, context)``, or a list (escalation).
-        patience: decisions the signature must persist before firing.
-        detector: a configured :class:`~normguard.detector.NearInterpolationDetector`
-            (instead of ``noise_floor``/``patience``).
         attach: register an optimizer step post-hook that counts steps, so the loop only
             reports losses with :meth:`report_loss`.
-        include_frozen, track_init_distance, track_update_size, offload: norm engine
-            options (:class:`~normguard.norms.NormEngine`).
-        log_layers: write per-layer norms (one tag per layer).
-        sinks: extra sinks (objects with ``scalars``, ``text``, ``flush``, ``close``).
+        noise_floor, action, patience, detector, monitor, mode, include_frozen,
+            track_init_distance, track_update_size, offload, log_layers, sinks,
+            best_weights_in_checkpoint, max_history: see :class:`~normguard.options.GuardOptions`.
     """
 
     def __init__(
@@ -90,37 +114,48 @@ class NormGuard:
         *,
         noise_floor: float | str | None = None,
         action: Any = None,
-        patience: int = 3,
+        patience: int | None = None,
         detector: NearInterpolationDetector | None = None,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
         attach: bool = False,
         include_frozen: bool = False,
         track_init_distance: bool = False,
         track_update_size: bool = False,
-        offload: str = "device",
+        offload: Literal["cpu", "device"] = "device",
         log_layers: bool = True,
-        sinks: Sequence[Sink] = (),
+        sinks: Sequence[Any] = (),
+        best_weights_in_checkpoint: bool = True,
+        max_history: int = 1000,
     ) -> None:
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            got = type(optimizer).__name__
-            raise TypeError(f"Expected argument `optimizer` to be a torch.optim.Optimizer or None but got {got}.")
-        if log_dir is not None and not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
-            raise TypeError(f"Expected argument `log_dir` to be a path or None but got {type(log_dir).__name__}.")
-        logging_rank = _is_logging_rank()
-        self.monitor = Monitor(
-            model,
-            [optimizer] if optimizer is not None else [],
+        options = GuardOptions(
             every_n_steps=every_n_steps,
             noise_floor=noise_floor,
             action=action,
             patience=patience,
             detector=detector,
+            monitor=monitor,
+            mode=mode,
             include_frozen=include_frozen,
             track_init_distance=track_init_distance,
             track_update_size=track_update_size,
             offload=offload,
             log_layers=log_layers,
-            sinks=sinks,
-            is_logging_rank=logging_rank,
+            sinks=tuple(sinks) if isinstance(sinks, (list, tuple)) else sinks,
+            best_weights_in_checkpoint=best_weights_in_checkpoint,
+            max_history=max_history,
+        )
+        if optimizer is not None:
+            optimizer = unwrap_optimizer(optimizer)
+            if not isinstance(optimizer, torch.optim.Optimizer):
+                got = type(optimizer).__name__
+                raise TypeError(f"Expected argument `optimizer` to be a torch.optim.Optimizer or None but got {got}.")
+        if log_dir is not None and not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
+            raise TypeError(f"Expected argument `log_dir` to be a path or None but got {type(log_dir).__name__}.")
+        logging_rank = _is_logging_rank()
+        self.options = options
+        self.monitor: Monitor = Monitor(
+            model, [optimizer] if optimizer is not None else [], options, is_logging_rank=logging_rank
         )
         if log_dir is not None and logging_rank:
             self.monitor.sinks.append(SummaryWriterSink(str(log_dir)))
@@ -129,7 +164,8 @@ class NormGuard:
         self.log_dir = log_dir
         self.every_n_steps = every_n_steps
         self.global_step = 0
-        self._hook = None
+        self._hook: Any = None
+        self._closed = False
         if attach:
             self.attach()
 
@@ -149,28 +185,31 @@ class NormGuard:
 
     def report_loss(self, loss: Tensor | float) -> None:
         """Record a training loss without counting a step (no host sync)."""
-        if isinstance(loss, Tensor):
-            self.monitor.accumulate_loss(loss)
-        elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
-            self.monitor.accumulate_loss(torch.tensor(float(loss)))
-        else:
-            raise TypeError(f"Expected argument `loss` to be a tensor or a float but got {type(loss).__name__}.")
+        self._check_open()
+        self.monitor.accumulate_loss(as_loss_tensor("loss", loss))
 
     def _advance(self) -> Verdict | None:
+        self._check_open()
         self.global_step += 1
         if self.global_step % self.every_n_steps == 0:
             return self.monitor.check(self.global_step)
         return None
 
-    def validation_end(self, val_loss: Tensor | float) -> Verdict:
-        """Report the validation loss: makes a check and a detector decision now."""
-        if isinstance(val_loss, bool) or not isinstance(val_loss, (Tensor, int, float)):
-            raise TypeError(
-                f"Expected argument `val_loss` to be a tensor or a float but got {type(val_loss).__name__}."
+    def validation_end(self, val_loss: Tensor | float, metric: Tensor | float | None = None) -> Verdict:
+        """Report the validation loss (and the ``monitor`` metric): a check and a decision now."""
+        self._check_open()
+        value = as_loss_tensor("val_loss", val_loss)
+        if value.numel() != 1:
+            raise ValueError(f"Expected argument `val_loss` to be a scalar but got shape {tuple(value.shape)}.")
+        if self.options.monitor is not None and metric is None:
+            raise ValueError(
+                f"Expected argument `metric` (the value of {self.options.monitor!r}, named by `monitor=`) but got None."
             )
-        if isinstance(val_loss, Tensor) and val_loss.numel() != 1:
-            raise ValueError(f"Expected argument `val_loss` to be a scalar but got shape {tuple(val_loss.shape)}.")
-        return self.monitor.check(self.global_step, val_loss=val_loss)
+        if metric is not None:
+            if self.options.monitor is None:
+                raise ValueError("Expected `monitor=` (the metric's name) at construction to pass `metric`.")
+            metric = as_loss_tensor("metric", metric)
+        return self.monitor.check(self.global_step, val_loss=value, val_metric=metric)
 
     def attach(self) -> None:
         """Count steps from the optimizer's step post-hook; report losses with :meth:`report_loss`."""
@@ -184,47 +223,47 @@ class NormGuard:
             self._hook.remove()
             self._hook = None
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("This NormGuard is closed: build a new one for another run.")
+
     # ------------------------------------------------------------------ results
-    @property
-    def should_stop(self) -> bool:
-        return self.monitor.should_stop
-
-    @property
-    def events(self) -> list[Event]:
-        return self.monitor.events
-
-    @property
-    def verdicts(self) -> list[Verdict]:
-        return self.monitor.verdicts
-
     @property
     def detector(self) -> NearInterpolationDetector:
         return self.monitor.detector
-
-    def last_norms(self) -> dict[str, float]:
-        """Per-layer norms of the latest check (host floats), plus ``"total"``."""
-        host = self.monitor.last_host
-        if host is None:
-            return {}
-        return {**host.layer_norms, "total": host.total}
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"global_step": self.global_step, **self.monitor.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`; a state of another model or garbage raises ``StateError``."""
+        self.monitor.check_state(state)
         self.global_step = int(state.get("global_step", 0))
         self.monitor.load_state_dict(state)
 
-    def close(self) -> None:
+    def close(self, *, training_completed: bool = True) -> None:
+        """End of training: actions that restore at the end do so (unless the loop failed,
+        ``training_completed=False``); files are flushed and closed."""
+        if self._closed:
+            return
         self.detach()
+        if training_completed:
+            self.monitor.end_of_training(self.global_step)
         self.monitor.close()
+        self._closed = True
 
     def __enter__(self) -> NormGuard:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(training_completed=exc_type is None)
+
+    def __getstate__(self) -> NoReturn:
+        raise TypeError(
+            "A NormGuard cannot be pickled (it holds hooks and a TensorBoard writer): save `guard.state_dict()` "
+            "and call `load_state_dict` on a new NormGuard built for the same model."
+        )
 
     def __repr__(self) -> str:
         return f"NormGuard(every_n_steps={self.every_n_steps}, step={self.global_step}, events={len(self.events)})"

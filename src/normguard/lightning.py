@@ -14,8 +14,11 @@ turns the monitor's stop request into ``trainer.should_stop``, agreed across ran
   ``trainer.callback_metrics`` holds the epoch value): a check with ``val_loss``; the
   detector decides there once validation has been seen, at the train checks before.
 * Skipped: sanity checking, ``fast_dev_run``, ``trainer.validate``/``test``/``predict``.
+* A new ``fit`` starts fresh (a callback reused on another Trainer carries nothing over);
+  a fit resumed from a checkpoint (``ckpt_path=``) continues from the saved state, which
+  must belong to the same model.
 
-Logged keys: see :mod:`normguard.tensorboard`. With a ``TensorBoardLogger`` they go to the
+Logged keys: see :mod:`normguard.tags`. With a ``TensorBoardLogger`` they go to the
 run's own event file (and the custom-scalars layout with them); other loggers get the
 scalars through ``log_metrics`` and events through Python logging. Rank 0 only.
 
@@ -44,76 +47,49 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 try:
+    import lightning
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities import rank_zero_info
 except ImportError as exc:  # lightning is an optional extra
     raise ImportError(
         "normguard.lightning needs Lightning (`lightning>=2.2`): pip install 'normguard[lightning]'"
     ) from exc
+from typing_extensions import override
 
-from normguard.actions import resolve_action
-from normguard.events import Event
-from normguard.monitor import Monitor, check_options
-from normguard.detector import NearInterpolationDetector, Verdict
-from normguard.tensorboard import Sink, SummaryWriterSink
+from normguard.detector import NearInterpolationDetector
+from normguard.monitor import GuardResults, Monitor, StateError
+from normguard.options import GuardOptions
+from normguard.sinks import MetricsLoggerSink, SummaryWriterSink
+from normguard.validation import check_name
 
-__all__ = ["LoggerSink", "NormGuardCallback"]
+__all__ = ["NormGuardCallback", "step_metric"]
 
 log = logging.getLogger("normguard")
 
-CALLBACK_STATE_VERSION = 1
+CALLBACK_STATE_VERSION = 2
 
 
-class _TensorBoardLoggerSink(SummaryWriterSink):
-    """Writes into a ``TensorBoardLogger``'s own SummaryWriter; never closes it (the logger owns it)."""
-
-    def close(self) -> None:
-        self.flush()
-
-
-class LoggerSink:
-    """A sink over any Lightning logger: scalars through ``logger.log_metrics(values, step)``.
-
-    Text events are not sent (Lightning's logger API has no text call); the monitor already
-    writes every event to the ``normguard`` Python logger.
-    """
-
-    def __init__(self, logger: Any) -> None:
-        self.logger = logger
-
-    def scalars(self, step: int, values: Mapping[str, float]) -> None:
-        self.logger.log_metrics({k: float(v) for k, v in values.items()}, step=step)
-
-    def text(self, step: int, tag: str, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        save = getattr(self.logger, "save", None)
-        if save is not None:
-            save()
-
-    def close(self) -> None:
-        self.flush()
-
-
-class NormGuardCallback(Callback):
+class NormGuardCallback(GuardResults, Callback):
     """Watch weight norms in a Lightning ``Trainer`` and act on the near-interpolation signature.
 
     Args:
         every_n_train_steps: optimizer steps (``trainer.global_step``) between checks.
-        noise_floor, action, patience, detector, include_frozen, track_init_distance,
-            track_update_size, offload, log_layers, sinks: as for :class:`normguard.NormGuard`.
-            Actions act on ``trainer.optimizers`` (weight decay: every optimizer's groups)
-            and on ``trainer.should_stop``.
+        noise_floor, action, patience, detector, monitor, mode, include_frozen,
+            track_init_distance, track_update_size, offload, log_layers, sinks,
+            best_weights_in_checkpoint, max_history: see :class:`~normguard.options.GuardOptions`.
+            ``monitor`` names a metric you log in ``validation_step`` (e.g. ``"val_acc"``,
+            ``mode="max"``), as for Lightning's ``EarlyStopping``. Actions act on
+            ``trainer.optimizers`` and on ``trainer.should_stop``.
         train_loss: name of the training loss logged with ``self.log(name, loss)`` in
             ``training_step`` (on step, Lightning's default there).
         val_loss: name of the validation loss logged in ``validation_step`` (``None``:
@@ -124,14 +100,12 @@ class NormGuardCallback(Callback):
     Why the logged metric and not ``outputs["loss"]``: it exists under manual
     optimization (where ``training_step`` may return nothing), it is not divided by
     ``accumulate_grad_batches`` as ``outputs["loss"]`` is, and it is the number users see.
-    The value read is the one logged at *this* step (Lightning's step cache), never an
-    epoch aggregate; a step where it was not logged adds nothing.
+    The value read is the one logged at *this* step (:func:`step_metric`), never an epoch
+    aggregate; a step where it was not logged adds nothing.
 
-    Resuming: :meth:`state_dict` holds the detector, the action state (cooldowns,
-    escalation stage), the events, the best-weights snapshot (one copy of the model state
-    on the CPU when a restore-best action is used) and the partial loss window (kept by the
-    monitor); the
-    weight-decay values live in the optimizers' param groups, restored by Lightning.
+    Resuming: :meth:`state_dict` holds the detector, the action state, the events, the
+    best-weights snapshot (unless ``best_weights_in_checkpoint=False``) and the partial loss
+    window; the weight decays live in the optimizers' param groups, restored by Lightning.
     """
 
     def __init__(
@@ -140,45 +114,63 @@ class NormGuardCallback(Callback):
         *,
         noise_floor: float | str | None = None,
         action: Any = None,
-        patience: int = 3,
+        patience: int | None = None,
         detector: NearInterpolationDetector | None = None,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
         include_frozen: bool = False,
         track_init_distance: bool = False,
         track_update_size: bool = False,
-        offload: str = "device",
+        offload: Literal["cpu", "device"] = "device",
         log_layers: bool = True,
-        sinks: Sequence[Sink] = (),
+        sinks: Sequence[Any] = (),
+        best_weights_in_checkpoint: bool = True,
+        max_history: int = 1000,
         train_loss: str = "train_loss",
         val_loss: str | None = "val_loss",
         name: str | None = None,
     ) -> None:
-        check_options("every_n_train_steps", every_n_train_steps, detector, noise_floor, patience, offload)
-        if not isinstance(train_loss, str) or not train_loss:
-            raise ValueError(f"Expected argument `train_loss` to be a metric name but got {train_loss!r}.")
-        if val_loss is not None and (not isinstance(val_loss, str) or not val_loss):
-            raise ValueError(f"Expected argument `val_loss` to be a metric name or None but got {val_loss!r}.")
+        self.options = GuardOptions(
+            every_n_steps=every_n_train_steps,
+            interval_name="every_n_train_steps",
+            noise_floor=noise_floor,
+            action=action,
+            patience=patience,
+            detector=detector,
+            monitor=monitor,
+            mode=mode,
+            include_frozen=include_frozen,
+            track_init_distance=track_init_distance,
+            track_update_size=track_update_size,
+            offload=offload,
+            log_layers=log_layers,
+            sinks=tuple(sinks) if isinstance(sinks, (list, tuple)) else sinks,
+            best_weights_in_checkpoint=best_weights_in_checkpoint,
+            max_history=max_history,
+        )
+        self.train_loss = check_name("train_loss", train_loss)
+        self.val_loss = check_name("val_loss", val_loss, optional=True)
+        if monitor is not None and val_loss is None:
+            raise ValueError("Expected argument `val_loss` to name the validation loss when `monitor` is given.")
         self.every_n_train_steps = every_n_train_steps
-        self.detector = detector or NearInterpolationDetector(noise_floor=noise_floor, patience=patience)
-        self.action = resolve_action(action)  # one instance for the callback's life: its state persists
-        self.include_frozen = include_frozen
-        self.track_init_distance = track_init_distance
-        self.track_update_size = track_update_size
-        self.offload = offload
-        self.log_layers = log_layers
-        self.extra_sinks = list(sinks)
-        self.train_loss = train_loss
-        self.val_loss = val_loss
         self.name = name
         self.monitor: Monitor | None = None
         self._pending_state: dict[str, Any] | None = None
         self._last_check_step = 0  # global_step of the last train check
         self._train_metric_found = False
         self._last_loss: Tensor | None = None
-        self._logger_sinks: dict[int, Sink] = {}
         self._disabled = False
 
-    # ------------------------------------------------------------------ identity
     @property
+    def detector(self) -> NearInterpolationDetector:
+        return self.options.resolved_detector
+
+    @property
+    def action(self) -> Any:
+        return self.options.resolved_action
+
+    @property
+    @override
     def state_key(self) -> str:
         key: dict[str, Any] = {
             "every_n_train_steps": self.every_n_train_steps,
@@ -190,6 +182,7 @@ class NormGuardCallback(Callback):
         return self._generate_state_key(**key)
 
     # ------------------------------------------------------------------ setup
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         same = [c for c in trainer.callbacks if isinstance(c, NormGuardCallback) and c.state_key == self.state_key]
         if len(same) > 1:
@@ -199,48 +192,39 @@ class NormGuardCallback(Callback):
                 "checkpoint states do not collide."
             )
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.monitor is not None:  # a previous fit's monitor: unhook it
+            self.monitor.action.unbind()
+        self.monitor = None
         self._disabled = bool(trainer.fast_dev_run)
         if self._disabled:
-            log.info("normguard: fast_dev_run is set; NormGuardCallback does nothing in this run")
+            rank_zero_info("normguard: fast_dev_run is set; NormGuardCallback does nothing in this run")
             return
-        previous = self._pending_state
-        if previous is None and self.monitor is not None:
-            previous = self._callback_state()  # a second fit with the same callback continues
         logging_rank = trainer.is_global_zero
-        sinks = self._sinks_for(trainer) if logging_rank else []
         self.monitor = Monitor(
             pl_module,
             list(trainer.optimizers),
-            every_n_steps=self.every_n_train_steps,
-            action=self.action,
-            detector=self.detector,
-            include_frozen=self.include_frozen,
-            track_init_distance=self.track_init_distance,
-            track_update_size=self.track_update_size,
-            offload=self.offload,
-            log_layers=self.log_layers,
-            sinks=sinks,
+            self.options,
+            sinks=self._sinks_for(trainer) if logging_rank else [],
             is_logging_rank=logging_rank,
         )
-        self._pending_state = None
         self._last_loss = None
-        if previous is not None:
-            self._apply_state(previous)
-        else:
+        state, self._pending_state = self._pending_state, None
+        if state is not None:  # resumed from a checkpoint
+            self._apply_state(state)
+        else:  # a new fit starts fresh
             self._last_check_step = trainer.global_step
+            self._train_metric_found = False
 
-    def _sinks_for(self, trainer: pl.Trainer) -> list[Sink]:
-        sinks: list[Sink] = []
+    def _sinks_for(self, trainer: pl.Trainer) -> list[Any]:
+        sinks: list[Any] = []
         for logger in trainer.loggers:
-            key = id(logger)
-            if key not in self._logger_sinks:
-                if isinstance(logger, TensorBoardLogger):
-                    self._logger_sinks[key] = _TensorBoardLoggerSink(writer=logger.experiment)
-                else:
-                    self._logger_sinks[key] = LoggerSink(logger)
-            sinks.append(self._logger_sinks[key])
-        return sinks + self.extra_sinks
+            if isinstance(logger, TensorBoardLogger):
+                sinks.append(SummaryWriterSink(writer=logger.experiment))  # Lightning owns and closes it
+            else:
+                sinks.append(MetricsLoggerSink(logger))
+        return sinks
 
     def _active(self, trainer: pl.Trainer) -> bool:
         return (
@@ -251,13 +235,14 @@ class NormGuardCallback(Callback):
         )
 
     # ------------------------------------------------------------------ loop events
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if not self._active(trainer):
             return
         assert self.monitor is not None
-        loss = _step_value(trainer, self.train_loss)
+        loss = step_metric(trainer, self.train_loss)
         if loss is not None and loss is not self._last_loss:  # the same object: not logged again this step
             self._last_loss = loss
             self._train_metric_found = True
@@ -271,74 +256,69 @@ class NormGuardCallback(Callback):
                 raise _missing_metric("train_loss", self.train_loss, trainer, "training_step")
             self._check(trainer, step)
 
+    @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.val_loss is None or not self._active(trainer):
             return
-        value = trainer.callback_metrics.get(self.val_loss)
-        if value is None:
-            raise _missing_metric("val_loss", self.val_loss, trainer, "validation_step")
-        value = torch.as_tensor(value).detach().float().reshape(())
-        if trainer.world_size > 1:  # one value on every rank, so every rank decides alike
-            value = trainer.strategy.reduce(value.to(trainer.strategy.root_device), reduce_op="mean")
-        self._check(trainer, trainer.global_step, val_loss=value)
+        values = []
+        for argument, name in (("val_loss", self.val_loss), ("monitor", self.options.monitor)):
+            if name is None:
+                values.append(None)
+                continue
+            value = trainer.callback_metrics.get(name)
+            if value is None:
+                raise _missing_metric(argument, name, trainer, "validation_step")
+            value = torch.as_tensor(value).detach().float().reshape(())
+            if trainer.world_size > 1:  # one value on every rank, so every rank decides alike
+                value = trainer.strategy.reduce(value.to(trainer.strategy.root_device), reduce_op="mean")
+            values.append(value)
+        self._check(trainer, trainer.global_step, val_loss=values[0], val_metric=values[1])
 
-    def _check(self, trainer: pl.Trainer, step: int, val_loss: Tensor | None = None) -> Verdict:
+    def _check(
+        self, trainer: pl.Trainer, step: int, val_loss: Tensor | None = None, val_metric: Tensor | None = None
+    ) -> None:
         assert self.monitor is not None
-        verdict = self.monitor.check(step, val_loss=val_loss)
+        self.monitor.check(step, val_loss=val_loss, val_metric=val_metric)
         stop = trainer.strategy.reduce_boolean_decision(self.monitor.should_stop, all=False)
-        if stop and not self.monitor.should_stop:  # another rank decided: follow it, as it did
-            if self.monitor.best is not None:
-                self.monitor.restore_best(step)
-            self.monitor.request_stop(step, "another rank asked to stop")
         if stop:
+            self.monitor.follow_stop(step)
             trainer.should_stop = True
-        return verdict
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.monitor is not None:
-            self.monitor.flush()
+            self.monitor.end_of_training(trainer.global_step)
 
+    @override
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.monitor is not None:  # keep what was logged before the failure
             self.monitor.flush()
 
-    # ------------------------------------------------------------------ results
-    @property
-    def should_stop(self) -> bool:
-        return self.monitor is not None and self.monitor.should_stop
-
-    @property
-    def events(self) -> list[Event]:
-        return [] if self.monitor is None else self.monitor.events
-
-    @property
-    def verdicts(self) -> list[Verdict]:
-        return [] if self.monitor is None else self.monitor.verdicts
-
-    def last_norms(self) -> dict[str, float]:
-        """Per-layer norms of the latest check (host floats), plus ``"total"``."""
-        host = None if self.monitor is None else self.monitor.last_host
-        if host is None:
-            return {}
-        return {**host.layer_norms, "total": host.total}
+    @override
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.monitor is not None and stage == "fit":
+            self.monitor.action.unbind()
 
     # ------------------------------------------------------------------ state
+    @override
     def state_dict(self) -> dict[str, Any]:
         if self.monitor is None:
             return dict(self._pending_state or {})
-        return self._callback_state()
-
-    def _callback_state(self) -> dict[str, Any]:
-        assert self.monitor is not None
-        state: dict[str, Any] = {
+        return {
             "version": CALLBACK_STATE_VERSION,
             "monitor": self.monitor.state_dict(),
             "last_check_step": self._last_check_step,
             "train_metric_found": self._train_metric_found,
         }
-        return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("monitor"), dict):
+            raise StateError(
+                f"Expected a NormGuardCallback state (a dict with a 'monitor' dict) but got {type(state_dict).__name__}"
+                + (f" with keys {sorted(state_dict)}" if isinstance(state_dict, dict) else "")
+                + "."
+            )
         if self.monitor is None:
             self._pending_state = dict(state_dict)  # applied once the monitor exists (on_fit_start)
         else:
@@ -346,7 +326,7 @@ class NormGuardCallback(Callback):
 
     def _apply_state(self, state: dict[str, Any]) -> None:
         assert self.monitor is not None
-        self.monitor.load_state_dict(state.get("monitor", {}))
+        self.monitor.load_state_dict(state["monitor"])
         self._last_check_step = int(state.get("last_check_step", 0))
         self._train_metric_found = bool(state.get("train_metric_found", False))
 
@@ -357,19 +337,35 @@ class NormGuardCallback(Callback):
         )
 
 
-def _step_value(trainer: pl.Trainer, name: str) -> Tensor | None:
-    """The value of ``name`` logged at the current training step, without a host sync.
+# ---------------------------------------------------------------------- Lightning internals
+_PRIVATE_READ_TESTED = ((2, 2), (3, 0))  # Lightning versions whose result collection step_metric reads
+_private_read_ok = True
 
-    Reads Lightning's result collection (its step cache, the same object until the next
-    ``self.log``); ``trainer.callback_metrics`` is the fallback, though reading it turns
-    every ``prog_bar`` metric into a Python number (a host sync on an accelerator).
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = ([int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:2]] + [0, 0])[:2]
+    return major, minor
+
+
+def step_metric(trainer: pl.Trainer, name: str) -> Tensor | None:
+    """The tensor logged as ``name`` at the current training step, without a host sync.
+
+    The public ``trainer.callback_metrics`` would do, but reading it turns every
+    ``prog_bar`` metric into a Python number (a host sync per step on an accelerator), so
+    for Lightning versions in ``_PRIVATE_READ_TESTED`` this reads Lightning's step cache
+    (``trainer._results``: the metric's ``_forward_cache``, the same object until the next
+    ``self.log``). Any other version, or a result collection shaped differently, uses the
+    public path (correct, with that sync). A training loss logged ``on_step=False`` is
+    refused: its value would be the previous epoch's aggregate.
     """
+    global _private_read_ok
+    low, high = _PRIVATE_READ_TESTED
     results = getattr(trainer, "_results", None)
-    if results is not None and hasattr(results, "items"):
+    if _private_read_ok and low <= _version(lightning.__version__) < high and results is not None:
         try:
             for metric in results.values():
-                meta = getattr(metric, "meta", None)
-                if meta is None or meta.name != name or getattr(metric, "has_reset", False):
+                meta = metric.meta
+                if meta.name != name or metric.has_reset:
                     continue
                 if not meta.on_step:
                     raise ValueError(
@@ -377,11 +373,14 @@ def _step_value(trainer: pl.Trainer, name: str) -> Tensor | None:
                         f"logged on step, but it is logged with on_step=False: log it with "
                         f"`self.log({name!r}, loss, on_step=True)`."
                     )
-                cache = getattr(metric, "_forward_cache", None)
+                cache = metric._forward_cache
                 if isinstance(cache, Tensor):
                     return cache
-        except AttributeError:  # a Lightning whose result collection differs: use the public path
-            pass
+        except AttributeError:  # a result collection shaped differently: use the public path from now on
+            _private_read_ok = False
+            log.warning(
+                "normguard: Lightning %s's step cache is not readable; using callback_metrics", lightning.__version__
+            )
     metrics = trainer.callback_metrics
     value = metrics.get(f"{name}_step", metrics.get(name))
     return value if isinstance(value, Tensor) else None
@@ -391,6 +390,6 @@ def _missing_metric(argument: str, name: str, trainer: pl.Trainer, where: str) -
     available = sorted(trainer.callback_metrics)
     return RuntimeError(
         f"NormGuardCallback({argument}={name!r}) found no metric {name!r} logged during fitting. "
-        f"Log it in `{where}` with `self.log({name!r}, loss)` or pass `{argument}=` one of the available "
+        f"Log it in `{where}` with `self.log({name!r}, value)` or pass `{argument}=` one of the available "
         f"keys in trainer.callback_metrics: {available}."
     )

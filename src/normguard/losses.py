@@ -1,8 +1,8 @@
 """The training-loss window: per-step losses kept on the device until a check reads them.
 
 :class:`LossBuffer` copies each step's loss into a preallocated device buffer (no host
-sync); :class:`LossWindow` folds the buffer into sums (a torchmetrics ``Metric``, so the
-sums are all-reduced across ranks when a check reads them). Non-finite losses are counted,
+sync); :class:`LossWindow` folds the buffer into sums (all-reduced across ranks
+when a check reads them). Non-finite losses are counted,
 not summed, and the position of the first one is kept.
 
 Example:
@@ -22,59 +22,64 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
 
 __all__ = ["LossBuffer", "LossWindow"]
 
 WINDOW_STATES = ("total", "count", "seen", "first_nonfinite")
 
 
-class LossWindow(Metric):
+class LossWindow:
     """Sum and count of the finite per-step losses since the last reset, on the device.
 
     ``update`` takes a 1-D tensor of per-step losses and never synchronises with the host.
-    (``MeanMetric`` does not fit: its only sync-free NaN mode also drops the weights
-    needed to skip a value.)
+    :meth:`totals` sums the window over ranks when a process group is running (one
+    all-reduce of three numbers, one of the first non-finite index).
     """
 
-    full_state_update = False
-    higher_is_better = None
-    is_differentiable = False
+    def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.reset()
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("seen", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("first_nonfinite", torch.full((), math.inf), dist_reduce_fx="min")
+    def reset(self) -> None:
+        self.sums = torch.zeros(3, dtype=self.dtype, device=self.device)  # total, finite count, seen
+        self.first_nonfinite = torch.full((1,), math.inf, dtype=self.dtype, device=self.device)
+
+    def to(self, device: torch.device | str) -> LossWindow:
+        self.device = torch.device(device)
+        self.sums = self.sums.to(self.device)
+        self.first_nonfinite = self.first_nonfinite.to(self.device)
+        return self
 
     def update(self, losses: Tensor) -> None:
-        losses = losses.detach().reshape(-1).to(self.total.dtype)
+        losses = losses.detach().reshape(-1).to(self.dtype)
         finite = torch.isfinite(losses)
-        self.total += torch.where(finite, losses, 0.0).sum()
-        self.count += finite.sum()
-        index = self.seen + torch.arange(losses.numel(), device=losses.device, dtype=losses.dtype)
+        index = self.sums[2] + torch.arange(losses.numel(), device=losses.device, dtype=losses.dtype)
         self.first_nonfinite = torch.minimum(self.first_nonfinite, torch.where(finite, math.inf, index).min())
-        self.seen += losses.numel()
-
-    def compute(self) -> Tensor:
-        return torch.stack([self.total, self.count, self.seen, self.first_nonfinite])
+        added = torch.stack([torch.where(finite, losses, 0.0).sum(), finite.sum().to(self.dtype)])
+        self.sums[:2] += added
+        self.sums[2] += losses.numel()
 
     def totals(self) -> Tensor:
         """(sum, finite count, seen, first non-finite index), summed over ranks; still on the device."""
-        with self.sync_context():
-            return torch.stack([self.total, self.count, self.seen, self.first_nonfinite])
+        sums, first = self.sums.clone(), self.first_nonfinite.clone()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        return torch.cat([sums, first])
 
     def state_floats(self) -> dict[str, float]:
         """The rank-local sums as host floats (a host sync: call at a check or a save only)."""
-        return {k: float(getattr(self, k)) for k in WINDOW_STATES}
+        values = torch.cat([self.sums, self.first_nonfinite]).tolist()
+        return dict(zip(WINDOW_STATES, values))
 
     def load_floats(self, saved: dict[str, Any]) -> None:
         """Restore sums saved by :meth:`state_floats`."""
-        self.reset()
-        for k in WINDOW_STATES:
-            current = getattr(self, k)
-            setattr(self, k, torch.tensor(float(saved[k]), dtype=current.dtype, device=current.device))
+        values = [float(saved[k]) for k in WINDOW_STATES]
+        self.sums = torch.tensor(values[:3], dtype=self.dtype, device=self.device)
+        self.first_nonfinite = torch.tensor(values[3:], dtype=self.dtype, device=self.device)
 
 
 class LossBuffer:
@@ -86,7 +91,7 @@ class LossBuffer:
     def __init__(self, window: LossWindow, capacity: int) -> None:
         self.window = window
         self.capacity = max(1, capacity)
-        self._buffer = torch.empty(self.capacity, dtype=window.total.dtype, device=window.device)
+        self._buffer = torch.empty(self.capacity, dtype=window.dtype, device=window.device)
         self._size = 0
 
     def add(self, loss: Tensor) -> None:

@@ -1,223 +1,133 @@
-"""The core both front doors share: losses on the device, one transfer per check, the
-detector, the actions and the sinks. :class:`~normguard.guard.NormGuard` and
-:class:`~normguard.lightning.NormGuardCallback` only translate loop events into calls here.
+"""The core every front door shares: compute → one transfer → watch → detect → act → sink.
+
+:class:`~normguard.guard.NormGuard`, :class:`~normguard.lightning.NormGuardCallback` and
+:class:`~normguard.transformers.NormGuardTrainerCallback` only translate their loop's
+events into :meth:`Monitor.accumulate_loss` (every step, on the device) and
+:meth:`Monitor.check` (at a check: norms and losses, one device→host transfer), and read
+the results through :class:`GuardResults`. Policy lives here: what a check logs, when the
+action runs, restoring before a stop another rank asked for, what a checkpoint holds and
+which saved state this model accepts.
+
+Example:
+    >>> import torch
+    >>> from normguard.options import GuardOptions
+    >>> model = torch.nn.Linear(3, 1)
+    >>> monitor = Monitor(model, [], GuardOptions(every_n_steps=1))
+    >>> monitor.accumulate_loss(torch.tensor(0.5))
+    >>> monitor.check(step=1).reason.value
+    'insufficient'
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
-from normguard import tensorboard as tags
-from normguard.actions import ActionContext, resolve_action
+from normguard import tags
+from normguard.actions import ActionContext
+from normguard.best import BestWeights, model_fingerprint
+from normguard.detector import Verdict
 from normguard.events import Event, EventKind
+from normguard.losses import LossBuffer, LossWindow
 from normguard.norms import HostSnapshot, NormEngine
-from normguard.detector import NearInterpolationDetector, Verdict
+from normguard.options import GuardOptions
+from normguard.sinks import write_events
+from normguard.watchers import DivergenceWatcher, NonFiniteWatcher
 
 log = logging.getLogger("normguard")
 
-__all__ = ["BestWeights", "LossWindow", "Monitor"]
+__all__ = ["STATE_VERSION", "GuardResults", "Monitor", "StateError"]
 
-STATE_VERSION = 1
-
-
-_WINDOW_STATES = ("total", "count", "seen", "first_nonfinite")
+STATE_VERSION = 2
+_REQUIRED_KEYS = ("version", "detector", "action", "events")
 
 
-class LossWindow(Metric):
-    """Sum and count of the finite per-step losses since the last reset, kept on the device.
-
-    A torchmetrics ``Metric`` (so it syncs across ranks at ``compute``); ``update`` takes a
-    1-D tensor of per-step losses. Non-finite losses are counted, not summed, and the
-    position of the first one is kept. ``update`` never synchronises with the host.
-    (``MeanMetric`` does not fit: its only sync-free NaN mode also drops the weights
-    needed to skip a value.)
-
-    Example:
-        >>> w = LossWindow()
-        >>> w.update(torch.tensor([1.0, float("nan"), 3.0]))
-        >>> w.compute().tolist()  # sum, finite count, updates, index of the first non-finite
-        [4.0, 2.0, 3.0, 1.0]
-    """
-
-    full_state_update = False
-    higher_is_better = None
-    is_differentiable = False
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("seen", torch.zeros(()), dist_reduce_fx="sum")
-        self.add_state("first_nonfinite", torch.full((), math.inf), dist_reduce_fx="min")
-
-    def update(self, losses: Tensor) -> None:
-        losses = losses.detach().reshape(-1).to(self.total.dtype)
-        finite = torch.isfinite(losses)
-        self.total += torch.where(finite, losses, 0.0).sum()
-        self.count += finite.sum()
-        index = self.seen + torch.arange(losses.numel(), device=losses.device, dtype=losses.dtype)
-        self.first_nonfinite = torch.minimum(self.first_nonfinite, torch.where(finite, math.inf, index).min())
-        self.seen += losses.numel()
-
-    def compute(self) -> Tensor:
-        return torch.stack([self.total, self.count, self.seen, self.first_nonfinite])
+class StateError(ValueError):
+    """A saved state that does not belong to this guard (another model, a newer version, garbage)."""
 
 
-class LossBuffer:
-    """Per-step losses written into a preallocated device buffer: one small copy per step.
+@dataclass(frozen=True)
+class _Reading:
+    """The host numbers of one check."""
 
-    Folded into a :class:`LossWindow` when full and at every check (no host sync either way).
-    """
-
-    def __init__(self, window: LossWindow, capacity: int) -> None:
-        self.window = window
-        self.capacity = max(1, capacity)
-        self._buffer = torch.empty(self.capacity, dtype=window.total.dtype, device=window.device)
-        self._size = 0
-
-    def add(self, loss: Tensor) -> None:
-        loss = loss.detach()
-        if loss.device != self._buffer.device:
-            self.fold()
-            self.window.to(loss.device)
-            self._buffer = self._buffer.to(loss.device)
-        self._buffer[self._size].copy_(loss.mean() if loss.ndim else loss)
-        self._size += 1
-        if self._size == self.capacity:
-            self.fold()
-
-    def fold(self) -> None:
-        if self._size:
-            self.window.update(self._buffer[: self._size])
-            self._size = 0
-
-
-class BestWeights:
-    """A copy of the model's state at its best validation loss (on ``device``, CPU by default).
-
-    Costs one copy of the parameters and buffers, held in host memory by default; every
-    improvement copies the state device→host (at a validation boundary).
-    """
-
-    def __init__(self, device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
-        self.value = math.inf
-        self.step: int | None = None
-        self.state: dict[str, Tensor] | None = None
-
-    def offer(self, model: nn.Module, value: float, step: int) -> bool:
-        if not value < self.value:
-            return False
-        self.value, self.step = float(value), int(step)
-        self.state = {k: v.detach().to(self.device, copy=True) for k, v in model.state_dict().items()}
-        return True
-
-    def restore(self, model: nn.Module) -> bool:
-        if self.state is None:
-            return False
-        with torch.no_grad():
-            model.load_state_dict(self.state)
-        return True
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"value": self.value, "step": self.step, "state": self.state}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.value = float(state.get("value", math.inf))
-        self.step = state.get("step")
-        self.state = state.get("state")
-
-
-def check_options(
-    interval_name: str,
-    interval: Any,
-    detector: NearInterpolationDetector | None,
-    noise_floor: Any,
-    patience: Any,
-    offload: Any,
-) -> None:
-    """The argument checks both front doors make at construction, before any model is seen."""
-    if isinstance(interval, bool) or not isinstance(interval, int) or interval <= 0:
-        raise ValueError(f"Expected argument `{interval_name}` to be a positive integer but got {interval!r}.")
-    if detector is not None and (noise_floor is not None or patience != 3):
-        raise ValueError("Expected either argument `detector` or `noise_floor`/`patience`, not both.")
-    if offload not in ("cpu", "device"):
-        raise ValueError(f"Expected argument `offload` to be 'cpu' or 'device' but got {offload!r}.")
+    train_loss: float | None  # mean since the previous check
+    train_for_val: float | None  # mean since the previous validation (at a validation)
+    val_loss: float | None
+    val_metric: float | None
+    nonfinite_losses: int
+    first_nonfinite: float
 
 
 class Monitor:
-    """Front-door-independent core. See :class:`normguard.NormGuard` for the options."""
+    """Front-door-independent core; configured by one :class:`~normguard.options.GuardOptions`."""
 
     def __init__(
         self,
         model: nn.Module,
-        optimizers: Sequence[torch.optim.Optimizer] = (),
+        optimizers: Sequence[torch.optim.Optimizer],
+        options: GuardOptions,
         *,
-        every_n_steps: int = 50,
-        noise_floor: float | str | None = None,
-        action: Any = None,
-        patience: int = 3,
-        detector: NearInterpolationDetector | None = None,
-        include_frozen: bool = False,
-        track_init_distance: bool = False,
-        track_update_size: bool = False,
-        offload: str = "device",
-        log_layers: bool = True,
-        best_weights_device: str | torch.device = "cpu",
-        sinks: Sequence[tags.Sink] = (),
+        sinks: Sequence[Any] = (),
         is_logging_rank: bool = True,
+        best_weights_device: str | torch.device = "cpu",
     ) -> None:
-        check_options("every_n_steps", every_n_steps, detector, noise_floor, patience, offload)
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected argument `model` to be a torch.nn.Module but got {type(model).__name__}.")
         self.model = model
+        self.options = options
         self.optimizers = list(optimizers)
-        self.every_n_steps = every_n_steps
         self.engine = NormEngine(
             model,
-            include_frozen=include_frozen,
-            track_init_distance=track_init_distance,
-            track_update_size=track_update_size,
-            offload=offload,
+            include_frozen=options.include_frozen,
+            track_init_distance=options.track_init_distance,
+            track_update_size=options.track_update_size,
+            offload=options.offload,
         )
         self._check_optimizers()
-        self.detector = detector or NearInterpolationDetector(noise_floor=noise_floor, patience=patience)
-        self.action = resolve_action(action)
-        bind = getattr(self.action, "bind", None)
-        if bind is not None:
-            bind(self.optimizers)
-        self.best = BestWeights(best_weights_device) if getattr(self.action, "needs_best_weights", False) else None
-        self.log_layers = log_layers
-        self.sinks = list(sinks)
+        self.detector = options.resolved_detector
+        self.action = options.resolved_action
+        self.sinks = [*sinks, *options.sinks]
         self.is_logging_rank = is_logging_rank
-        self.events: list[Event] = []
-        self._pending_text: dict[int, list[str]] = {}
-        self.verdicts: list[Verdict] = []
-        self.should_stop = False
-        self.stop_reason: str | None = None
-        self.last_host: HostSnapshot | None = None
+        self.fingerprint = model_fingerprint(model)
+        self._best_weights_device = best_weights_device
         # on the weights' device from the start, so the first loss needs no transfer; float64
         # sums where the device has them (MPS has not)
         device = self.engine.device
-        self._window = LossWindow().to(device).set_dtype(torch.float32 if device.type == "mps" else torch.float64)
-        self._losses = LossBuffer(self._window, capacity=min(every_n_steps, 1024))
+        self._window = LossWindow(device, torch.float32 if device.type == "mps" else torch.float64)
+        self._losses = LossBuffer(self._window, capacity=min(options.every_n_steps, 1024))
+        self.start_fresh()
+        self.action.bind(self.optimizers)
+
+    def start_fresh(self) -> None:
+        """Forget everything a previous run left (a new fit, not a resume)."""
+        self.detector.reset()
+        self.action.reset()
+        self.events: deque[Event] = deque(maxlen=self.options.max_history)
+        self.verdicts: deque[Verdict] = deque(maxlen=self.options.max_history)
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.last_host: HostSnapshot | None = None
+        needs_best = self.action.needs_best_weights
+        self.best = BestWeights(self._best_weights_device, mode=self.options.mode) if needs_best else None
+        self.divergence = DivergenceWatcher()
+        self.nonfinite = NonFiniteWatcher()
+        self._buffer: tuple[dict[str, float], list[Event]] = ({}, [])
+        self._buffered_step: int | None = None
+        self._window.reset()
+        self._losses.fold()
+        self._window.reset()
         self._val_sum = 0.0  # finite training losses since the last validation (host, from checks)
         self._val_count = 0.0
         self._window_start = 0
-        self._best_train = math.inf
-        self._diverging = False
-        self._stop_requested: Callable[[str], None] | None = None
 
     def _check_optimizers(self) -> None:
-        if not self.optimizers:
-            return
         measured = {id(p) for p in self.engine.parameters()}
         for k, opt in enumerate(self.optimizers):
             if not isinstance(opt, torch.optim.Optimizer):
@@ -234,95 +144,87 @@ class Monitor:
         self.engine.optimizer = self.optimizers[0] if len(self.optimizers) == 1 else None
 
     # ---------------------------------------------------------------- per step (hot path)
-    def accumulate_loss(self, loss: Tensor | float) -> None:
-        """Add one training loss to the running windows; no host synchronisation."""
-        if not isinstance(loss, Tensor):
-            loss = torch.tensor(float(loss))
+    def accumulate_loss(self, loss: Tensor) -> None:
+        """Add one training loss (a real-valued tensor) to the window; no host synchronisation."""
         self._losses.add(loss)
 
     # ---------------------------------------------------------------- per check
-    def check(self, step: int, val_loss: Tensor | float | None = None) -> Verdict:
-        """One check: norms, losses and (if given) the validation loss in one transfer."""
+    def check(
+        self, step: int, val_loss: Tensor | float | None = None, val_metric: Tensor | float | None = None
+    ) -> Verdict:
+        """One check: compute → one transfer → watch → detect → act → sink."""
+        host, reading = self._measure(step, val_loss, val_metric)
+        self._watch(step, host, reading)
+        verdict = self._detect(step, host, reading)
+        self._act(step, verdict)
+        self._log_check(step, host, reading, verdict)
+        return verdict
+
+    def _measure(
+        self, step: int, val_loss: Tensor | float | None, val_metric: Tensor | float | None
+    ) -> tuple[HostSnapshot, _Reading]:
         snapshot = self.engine.compute()
         self._losses.fold()
-        extras = [self._window.compute() if self._window.update_count else torch.tensor([0.0, 0.0, 0.0, math.inf])]
-        if val_loss is not None:
-            extras.append(torch.as_tensor(val_loss).detach().reshape(1))
+        extras = [self._window.totals()]
+        for value in (val_loss, val_metric):
+            if value is not None:
+                extras.append(torch.as_tensor(value).detach().reshape(1))
         host, values = snapshot.to_host(*extras)  # the one device→host transfer of this check
         self.last_host = host
+        self._window.reset()
         total, count, seen, first_bad = values[:4]
-        nonfinite = seen - count
-        train_loss = total / count if count > 0 else None
+        rest = iter(values[4:])
+        val = next(rest) if val_loss is not None else None
+        metric = next(rest) if val_metric is not None else None
         self._val_sum += total
         self._val_count += count
-        val = train_for_val = None
-        if val_loss is not None:
-            val = values[4]
+        train_for_val = None
+        if val is not None:
             train_for_val = self._val_sum / self._val_count if self._val_count > 0 else None
             self._val_sum = self._val_count = 0.0
-        self._report_nonfinite(step, host, nonfinite, first_bad)
-        self._watch_divergence(step, train_loss)
-        if val is not None and self.best is not None and math.isfinite(val):
-            self.best.offer(self.model, val, step)
+        reading = _Reading(
+            train_loss=total / count if count > 0 else None,
+            train_for_val=train_for_val,
+            val_loss=val,
+            val_metric=metric,
+            nonfinite_losses=int(seen - count),
+            first_nonfinite=first_bad,
+        )
+        return host, reading
+
+    def _watch(self, step: int, host: HostSnapshot, reading: _Reading) -> None:
+        found = self.nonfinite.losses(step, self._window_start, reading.nonfinite_losses, reading.first_nonfinite)
+        found += self.nonfinite.weights(step, host.nonfinite_layers)
+        for value in (reading.val_loss, reading.val_metric):
+            if value is not None:
+                found += self.nonfinite.val_loss(step, value)
+        found += self.divergence.update(step, reading.train_loss)
+        for event in found:
+            self.emit(event)
+        self._window_start = step
+
+    def _detect(self, step: int, host: HostSnapshot, reading: _Reading) -> Verdict:
+        val = reading.val_loss if reading.val_loss is not None and math.isfinite(reading.val_loss) else None
+        metric = reading.val_metric if reading.val_metric is not None and math.isfinite(reading.val_metric) else None
+        score = metric if self.options.monitor is not None else val
+        if self.best is not None and score is not None:
+            self.best.offer(self.model, score, step)
         verdict = self.detector.update(
             step,
             total_norm=host.total,
             layer_norms=host.layer_norms,
-            train_loss=train_for_val if val is not None else train_loss,
-            val_loss=val if val is not None and math.isfinite(val) else None,
+            train_loss=reading.train_for_val if reading.val_loss is not None else reading.train_loss,
+            val_loss=val,
+            val_metric=metric if self.options.monitor is not None else None,
         )
-        if val is not None and not math.isfinite(val):
-            log.warning("normguard: non-finite validation loss %s at step %d ignored", val, step)
         self.verdicts.append(verdict)
         if verdict.fired:
-            self.emit(Event(step, EventKind.DETECTOR_FIRED, verdict.describe(), _verdict_data(verdict)))
-        if verdict.active:
-            self.action(verdict, self._context(step))
-        self._log_check(step, host, train_loss, val, train_for_val, verdict)
-        self._write_event_text()
-        self._window.reset()
-        self._window_start = step
+            self.emit(Event(step, EventKind.DETECTOR_FIRED, verdict.describe(), verdict.to_data()))
         return verdict
 
-    def _report_nonfinite(self, step: int, host: HostSnapshot, nonfinite: float, first_bad: float) -> None:
-        if nonfinite > 0:
-            first_step = self._window_start + int(first_bad) + 1
-            self.emit(
-                Event(
-                    step,
-                    EventKind.NONFINITE_LOSS,
-                    f"{int(nonfinite)} non-finite training loss(es) since step {self._window_start}, "
-                    f"first at step {first_step}; left out of the mean",
-                    {"count": int(nonfinite), "first_step": first_step},
-                )
-            )
-        if host.nonfinite_layers:
-            shown = ", ".join(host.nonfinite_layers[:10])
-            self.emit(
-                Event(
-                    step,
-                    EventKind.NONFINITE_WEIGHTS,
-                    f"non-finite weights in {len(host.nonfinite_layers)} layer(s): {shown}",
-                    {"layers": list(host.nonfinite_layers)},
-                )
-            )
-
-    def _watch_divergence(self, step: int, train_loss: float | None) -> None:
-        if train_loss is None:
-            return
-        if train_loss > 10.0 * self._best_train and train_loss - self._best_train > 1e-8 and not self._diverging:
-            self._diverging = True
-            self.emit(
-                Event(
-                    step,
-                    EventKind.DIVERGING_LOSS,
-                    f"training loss {train_loss:.4g} is over 10x its best so far ({self._best_train:.4g})",
-                    {"train_loss": train_loss, "best": self._best_train},
-                )
-            )
-        elif train_loss <= 2.0 * self._best_train:
-            self._diverging = False
-        self._best_train = min(self._best_train, train_loss)
+    def _act(self, step: int, verdict: Verdict) -> None:
+        if verdict.active or (verdict.decided and self.action.every_decision):
+            self.action(verdict, self._context(step))
 
     def _context(self, step: int) -> ActionContext:
         return ActionContext(
@@ -333,107 +235,125 @@ class Monitor:
             restore_best=lambda: self.restore_best(step),
         )
 
+    # ---------------------------------------------------------------- stopping and restoring
     def request_stop(self, step: int, reason: str) -> None:
         if self.should_stop:
             return
         self.should_stop = True
         self.stop_reason = reason
-        self.emit(Event(step, EventKind.STOP, f"stopping: {reason}"))
+        self.emit(Event(step, EventKind.STOP, f"stopping: {reason}", {"reason": reason}))
+
+    def follow_stop(self, step: int) -> None:
+        """Another rank asked to stop: restore as it did (when restoring), then stop."""
+        if self.should_stop:
+            return
+        if self.best is not None and self.action.needs_best_weights:
+            self.restore_best(step)
+        self.request_stop(step, "another rank asked to stop")
 
     def restore_best(self, step: int) -> bool:
         if self.best is None or self.best.state is None:
-            self.emit(Event(step, EventKind.RESTORE_SKIPPED, "no validation loss seen yet: nothing to restore"))
+            self.emit(Event(step, EventKind.RESTORE_SKIPPED, "no validation seen yet: nothing to restore"))
             return False
         self.best.restore(self.model)
+        what = self.options.monitor or "validation loss"
         self.emit(
             Event(
                 step,
                 EventKind.RESTORE,
-                f"restored the weights of step {self.best.step} (validation loss {self.best.value:.4g})",
-                {"best_step": self.best.step, "best_val_loss": self.best.value},
+                f"restored the weights of step {self.best.step} ({what} {self.best.value:.4g})",
+                {"best_step": self.best.step, "best_value": self.best.value, "monitor": what},
             )
         )
         return True
 
+    def end_of_training(self, step: int) -> None:
+        """Training ended without a normguard stop: actions such as ``hold_floor`` may restore."""
+        if not self.should_stop:
+            self.action.on_train_end(self._context(step))
+        self.flush()
+
     # ---------------------------------------------------------------- sinks
     def emit(self, event: Event) -> None:
         self.events.append(event)
+        if not self.is_logging_rank:
+            return
         level = logging.INFO if event.kind in (EventKind.WEIGHT_DECAY_CHANGED, EventKind.RESTORE) else logging.WARNING
         log.log(level, "normguard: %s", event.line())
-        if self.is_logging_rank:
-            for sink in self.sinks:
-                sink.scalars(event.step, {tags.event_tag(event.kind.value): 1.0})
-            self._pending_text.setdefault(event.step, []).append(event.line())
+        self._buffer_for(event.step)[1].append(event)
+        self._buffer_for(event.step)[0][tags.event_tag(event.kind.value)] = 1.0
 
-    def _write_event_text(self) -> None:
-        """One text entry per step with all its event lines (TensorBoard keeps one per step and tag)."""
-        for step, lines in self._pending_text.items():
-            for sink in self.sinks:
-                sink.text(step, tags.EVENTS_TEXT, "\n\n".join(lines))
-        self._pending_text.clear()
+    def _buffer_for(self, step: int) -> tuple[dict[str, float], list[Event]]:
+        """What this step will log. A step's values are written once, when a later step
+        starts or at a flush, so a train check and a validation at the same step give one
+        value per tag (the latest) and one events entry (TensorBoard keeps one per step)."""
+        if step != self._buffered_step:
+            self._write_buffer()
+            self._buffered_step = step
+        return self._buffer
 
-    def _log_check(
-        self,
-        step: int,
-        host: HostSnapshot,
-        train_loss: float | None,
-        val: float | None,
-        train_for_val: float | None,
-        verdict: Verdict,
-    ) -> None:
-        if not self.is_logging_rank or not self.sinks:
+    def _write_buffer(self) -> None:
+        values, events = self._buffer
+        if self._buffered_step is not None and (values or events):
+            for sink in self.sinks:
+                if values:
+                    sink.scalars(self._buffered_step, dict(values))
+                if events:
+                    write_events(sink, self._buffered_step, list(events))
+        self._buffer = ({}, [])
+        self._buffered_step = None
+
+    def _log_check(self, step: int, host: HostSnapshot, reading: _Reading, verdict: Verdict) -> None:
+        if not (self.is_logging_rank and self.sinks):
             return
-        values: dict[str, float] = {tags.TOTAL_NORM: host.total}
-        if self.log_layers:
-            values.update({tags.layer_tag(k): v for k, v in host.layer_norms.items()})
-            for kind, data in (
-                (tags.LAYER_INIT_DISTANCE, host.init_distance),
-                (tags.LAYER_UPDATE_SIZE, host.update_size),
-            ):
-                values.update({tags.layer_tag(k, kind): v for k, v in (data or {}).items()})
-        optional = {
-            tags.TRAIN_LOSS: train_loss,
-            tags.GROWTH_EXPONENT: verdict.growth_exponent,
-            tags.RELATIVE_GROWTH: verdict.relative_growth,
-            tags.NOISE_FLOOR: verdict.noise_floor,
-            tags.VAL_LOSS: val,
-        }
-        if val is not None and train_for_val is not None:
-            optional[tags.GAP] = verdict.gap
-            optional[tags.GAP_TREND] = verdict.gap_trend
-        values.update({k: v for k, v in optional.items() if v is not None})
-        if verdict.decided:
-            values.update({tags.condition_tag(k): float(v) for k, v in verdict.conditions.items() if v is not None})
-            values[tags.condition_tag("streak")] = float(verdict.streak)
+        values = tags.check_values(
+            host,
+            verdict,
+            train_loss=reading.train_loss,
+            val_loss=reading.val_loss,
+            val_metric=reading.val_metric,
+            log_layers=self.options.log_layers,
+            weight_decays={**self._weight_decays(), **self.action.scalars()},
+        )
+        self._buffer_for(step)[0].update(values)
+
+    def _weight_decays(self) -> dict[str, float]:
+        out = {}
         for k, opt in enumerate(self.optimizers):
             for i, group in enumerate(opt.param_groups):
                 if "weight_decay" in group:
                     suffix = f"group_{i}" if len(self.optimizers) == 1 else f"opt_{k}_group_{i}"
-                    values[f"{tags.WEIGHT_DECAY}/{suffix}"] = float(group["weight_decay"])
-        for sink in self.sinks:
-            sink.scalars(step, values)
+                    out[suffix] = float(group["weight_decay"])
+        return out
 
     def flush(self) -> None:
-        self._write_event_text()
+        self._write_buffer()
         for sink in self.sinks:
-            sink.flush()
+            if callable(getattr(sink, "flush", None)):
+                sink.flush()
 
     def close(self) -> None:
-        self._write_event_text()
+        self._write_buffer()
+        self.action.unbind()
         for sink in self.sinks:
-            sink.close()
+            if callable(getattr(sink, "close", None)):
+                sink.close()
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        """Plain data (and the best weights' tensors unless ``best_weights_in_checkpoint=False``)."""
+        with_weights = self.options.best_weights_in_checkpoint
         return {
             "version": STATE_VERSION,
+            "fingerprint": self.fingerprint,
             "detector": self.detector.state_dict(),
-            "action": getattr(self.action, "state_dict", dict)(),
+            "action": self.action.state_dict(),
             "events": [e.to_dict() for e in self.events],
             "should_stop": self.should_stop,
             "stop_reason": self.stop_reason,
-            "best": None if self.best is None else self.best.state_dict(),
-            "best_train": self._best_train,
+            "best": None if self.best is None else self.best.state_dict(with_weights=with_weights),
+            "divergence": self.divergence.state_dict(),
+            "nonfinite": self.nonfinite.state_dict(),
             "window_start": self._window_start,
             "val_sum": self._val_sum,
             "val_count": self._val_count,
@@ -447,39 +367,81 @@ class Monitor:
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             return None
         self._losses.fold()
-        state: dict[str, Any] = {k: float(getattr(self._window, k)) for k in _WINDOW_STATES}
-        state["update_count"] = int(self._window.update_count)
+        return self._window.state_floats()
+
+    def check_state(self, state: Any) -> dict[str, Any]:
+        """``state`` if it is a guard state this model accepts; else :class:`StateError` saying why."""
+        if not isinstance(state, dict):
+            raise StateError(f"Expected a normguard state dict but got {type(state).__name__}.")
+        missing = [k for k in _REQUIRED_KEYS if k not in state]
+        if missing:
+            raise StateError(f"Expected a normguard state with keys {list(_REQUIRED_KEYS)} but {missing} are missing.")
+        version = state["version"]
+        if not isinstance(version, int) or version < 1 or version > STATE_VERSION:
+            raise StateError(
+                f"Expected a normguard state of version 1..{STATE_VERSION} but got version {version!r} "
+                "(written by a newer normguard?)."
+            )
+        saved = state.get("fingerprint")
+        if saved is not None and saved != self.fingerprint:
+            raise StateError(
+                f"This normguard state belongs to another model (layout fingerprint {saved}, this model "
+                f"{self.fingerprint}): load it into the model it was saved from."
+            )
+        best = state.get("best") or {}
+        weights = best.get("state") if isinstance(best, dict) else None
+        if weights is not None:
+            current = self.model.state_dict()
+            if set(weights) != set(current) or any(tuple(weights[k].shape) != tuple(current[k].shape) for k in current):
+                raise StateError("The best weights in this normguard state do not fit this model's state_dict.")
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.detector.load_state_dict(state.get("detector", {}))
-        load = getattr(self.action, "load_state_dict", None)
-        if load is not None:
-            load(state.get("action", {}))
-        self.events = [Event.from_dict(e) for e in state.get("events", [])]
+        state = self.check_state(state)
+        self.start_fresh()
+        self.detector.load_state_dict(state["detector"])
+        self.action.load_state_dict(state["action"] or {})
+        self.events.extend(Event.from_dict(e) for e in state["events"])
         self.should_stop = bool(state.get("should_stop", False))
         self.stop_reason = state.get("stop_reason")
         if self.best is not None and state.get("best"):
             self.best.load_state_dict(state["best"])
-        self._best_train = float(state.get("best_train", math.inf))
+        if "divergence" in state:
+            self.divergence.load_state_dict(state["divergence"])
+        else:  # version 1
+            self.divergence.best = float(state.get("best_train", math.inf))
+        self.nonfinite.load_state_dict(state.get("nonfinite") or {})
         self._window_start = int(state.get("window_start", 0))
         self._val_sum = float(state.get("val_sum", 0.0))
         self._val_count = float(state.get("val_count", 0.0))
         saved = state.get("loss_window")
-        self._window.reset()
         if saved:
-            for k in _WINDOW_STATES:
-                current = getattr(self._window, k)
-                setattr(self._window, k, torch.tensor(float(saved[k]), dtype=current.dtype, device=current.device))
-            self._window._update_count = int(saved.get("update_count", 0))
+            self._window.load_floats(saved)
 
 
-def _verdict_data(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "conditions": dict(verdict.conditions),
-        "growth_exponent": verdict.growth_exponent,
-        "gap": verdict.gap,
-        "noise_floor": verdict.noise_floor,
-        "train_loss": verdict.train_loss,
-        "top_layers": [list(x) for x in verdict.top_layers],
-    }
+class GuardResults:
+    """The results every front door shows, written once: read from its :class:`Monitor`."""
+
+    monitor: Monitor | None
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether normguard asked training to stop."""
+        return self.monitor is not None and self.monitor.should_stop
+
+    @property
+    def events(self) -> list[Event]:
+        """What happened (the last ``max_history``), oldest first."""
+        return [] if self.monitor is None else list(self.monitor.events)
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """The detector's verdicts (the last ``max_history``), oldest first."""
+        return [] if self.monitor is None else list(self.monitor.verdicts)
+
+    def last_norms(self) -> dict[str, float]:
+        """Per-layer norms of the latest check (host floats), plus ``"total"``."""
+        host = None if self.monitor is None else self.monitor.last_host
+        if host is None:
+            return {}
+        return {**host.layer_norms, "total": host.total}

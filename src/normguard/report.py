@@ -19,13 +19,15 @@ as a labelled vertical line through all panels.
 
 Example:
     >>> import tempfile
-    >>> from normguard import tensorboard as tags
+    >>> from normguard import tags
+    >>> from normguard.events import Event, EventKind
+    >>> from normguard.sinks import SummaryWriterSink
     >>> with tempfile.TemporaryDirectory() as d:
-    ...     sink = tags.SummaryWriterSink(d)
+    ...     sink = SummaryWriterSink(d)
     ...     for step, norm in [(10, 1.0), (20, 2.0), (30, 4.0)]:
     ...         sink.scalars(step, {tags.TOTAL_NORM: norm, tags.TRAIN_LOSS: 1.0 / norm})
     ...     sink.scalars(30, {tags.event_tag("stop"): 1.0})
-    ...     sink.text(30, tags.EVENTS_TEXT, "step 30 [stop] stopping: signature")
+    ...     sink.events(30, [Event(30, EventKind.STOP, "stopping: signature")])
     ...     sink.close()
     ...     runs = load_runs(d)
     >>> list(runs)
@@ -50,15 +52,15 @@ from typing import Any
 
 import numpy as np
 
-from normguard import tensorboard as tags
-from normguard.events import EventKind
+from normguard import tags
 from normguard.detector import Condition
+from normguard.events import EventKind, events_from_json
 
 __all__ = ["LoggedEvent", "RunData", "Series", "load_runs", "plot_report", "report_html", "summarize"]
 
 EVENT_FILE_MARKER = "tfevents"
 _EVENT_LINE = re.compile(r"^step (-?\d+) \[([^\]]+)\] (.*)$", re.DOTALL)
-_RESTORED = re.compile(r"restored the weights of step (\d+)")  # normguard.monitor's restore message
+_RESTORED = re.compile(r"restored the weights of step (\d+)")  # event text of logs before normguard 0.2
 #: event kinds that are normguard acting on training (the rest are observations)
 ACTION_KINDS = (
     EventKind.WEIGHT_DECAY_CHANGED.value,
@@ -119,6 +121,7 @@ class LoggedEvent:
     step: int
     kind: str
     message: str
+    data: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "kind": self.kind, "message": self.message}
@@ -178,14 +181,7 @@ def _read_run(name: str, path: Path) -> RunData | None:
     }
     if not scalars:
         return None
-    events: list[LoggedEvent] = []
-    for tag in available.get("tensors", []):
-        if tag != tags.EVENTS_TEXT and not tag.startswith(tags.EVENTS_TEXT + "/"):
-            continue
-        for tensor_event in acc.Tensors(tag):
-            for raw in tensor_event.tensor_proto.string_val:  # one entry per step, a line per event
-                text = raw.decode("utf-8", "replace")
-                events.extend(_parse_event(line, tensor_event.step) for line in text.splitlines() if line.strip())
+    events = _read_events(acc, available.get("tensors", []))
     # an event scalar without its text line (a sink that drops text) still counts
     seen = {(e.step, e.kind) for e in events}
     for kind, series in RunData(name, str(path), scalars).group(tags.EVENT).items():
@@ -194,6 +190,35 @@ def _read_run(name: str, path: Path) -> RunData | None:
                 events.append(LoggedEvent(step, kind, ""))
     events.sort(key=lambda e: e.step)  # stable: write order within a step
     return RunData(name=name, path=str(path), scalars=scalars, events=events)
+
+
+def _tag_is(tag: str, wanted: str) -> bool:
+    return tag == wanted or tag.startswith(wanted + "/")
+
+
+def _read_events(acc: Any, tensor_tags: Sequence[str]) -> list[LoggedEvent]:
+    """Structured events from ``normguard/events_json``; from the text lines for logs written
+    before normguard 0.2 (which had no JSON)."""
+    json_tags = [t for t in tensor_tags if _tag_is(t, tags.EVENTS_JSON)]
+    events: list[LoggedEvent] = []
+    if json_tags:
+        for tag in json_tags:
+            for tensor_event in acc.Tensors(tag):
+                for raw in tensor_event.tensor_proto.string_val:
+                    try:
+                        items = events_from_json(raw.decode("utf-8", "replace"))
+                    except ValueError:
+                        continue
+                    events.extend(LoggedEvent(e.step, e.kind.value, e.message, dict(e.data)) for e in items)
+        return events
+    for tag in tensor_tags:
+        if not _tag_is(tag, tags.EVENTS_TEXT):
+            continue
+        for tensor_event in acc.Tensors(tag):
+            for raw in tensor_event.tensor_proto.string_val:  # one entry per step, a line per event
+                text = raw.decode("utf-8", "replace")
+                events.extend(_parse_event(line, tensor_event.step) for line in text.splitlines() if line.strip())
+    return events
 
 
 def _parse_event(line: str, step: int) -> LoggedEvent:
@@ -293,8 +318,11 @@ def summarize(run: RunData, top_k: int = 5) -> dict[str, Any]:
     total = run.series(tags.TOTAL_NORM)
     restored_step = norm_after_restore = None
     for e in run.events:
-        match = _RESTORED.search(e.message) if e.kind == EventKind.RESTORE.value else None
-        if match is not None:
+        if e.kind != EventKind.RESTORE.value:
+            continue
+        if "best_step" in e.data:
+            restored_step = int(e.data["best_step"])
+        elif (match := _RESTORED.search(e.message)) is not None:  # logs written before normguard 0.2
             restored_step = int(match.group(1))
     if restored_step is not None and total is not None and restored_step in total.steps:
         norm_after_restore = _finite_or_none(float(total.values[total.steps.tolist().index(restored_step)]))

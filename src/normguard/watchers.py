@@ -131,7 +131,11 @@ class NonFiniteWatcher:
         ]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"weights_bad_since": self._weights_bad_since, "weights_checks": self._weights_checks, "val_bad": self._val_bad}
+        return {
+            "weights_bad_since": self._weights_bad_since,
+            "weights_checks": self._weights_checks,
+            "val_bad": self._val_bad,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         since = state.get("weights_bad_since")

@@ -34,7 +34,7 @@ def main(out_dir: str) -> None:
     from lightning.pytorch.strategies import ModelParallelStrategy
 
     from normguard.lightning import NormGuardCallback
-    from normguard.monitor import BestWeights
+    from normguard.best import BestWeights
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
 

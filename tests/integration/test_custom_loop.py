@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 import normguard as ng
-from normguard import tensorboard as tags
+from normguard import tags
 
 
 def read_events(log_dir: Path) -> EventAccumulator:
@@ -51,8 +51,13 @@ def test_custom_loop_writes_tags_and_values(tmp_path: Path) -> None:
         assert tag in scalar_tags, tag
     assert tags.condition_tag("norm_growing") in scalar_tags
     total = acc.Scalars(tags.TOTAL_NORM)
-    # every check step, plus the extra check each validation makes at steps 10, 20, 30
-    assert [e.step for e in total] == [5, 10, 10, 15, 20, 20, 25, 30, 30]
+    # every check step once, though each validation makes an extra check at steps 10, 20, 30
+    assert [e.step for e in total] == [5, 10, 15, 20, 25, 30]
+    for tag in scalar_tags:  # one value per tag and step: TensorBoard keeps the last of duplicates
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert len(steps) == len(set(steps)), tag
+    growth = {e.step: e.value for e in acc.Scalars(tags.RELATIVE_GROWTH)}
+    assert all(v != 0.0 for v in growth.values())  # never a 0 from comparing a check with itself
     layer0 = {e.step: e.value for e in acc.Scalars(tags.layer_tag("0"))}
     for i, norms in enumerate(norms_at_checks):
         assert layer0[5 * (i + 1)] == pytest.approx(norms["0"], rel=1e-6)
@@ -130,14 +135,51 @@ def test_state_dict_round_trip() -> None:
     other = ng.NormGuard(model, opt, every_n_steps=2, noise_floor=0.5)
     other.load_state_dict(state)
     assert other.global_step == 10 and other.detector.state_dict() == guard.detector.state_dict()
-    other.load_state_dict({})  # a checkpoint from an older version without our keys still loads
-    assert other.global_step == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (None, "Expected a normguard state dict but got NoneType"),
+        ([1, 2], "Expected a normguard state dict but got list"),
+        ({}, "are missing"),
+        ({"version": 99, "detector": {}, "action": {}, "events": []}, "version 99"),
+        ("garbage", "got str"),
+    ],
+)
+def test_garbage_state_is_refused_at_load(bad: object, match: str) -> None:
+    model = small_model()
+    guard = ng.NormGuard(model, torch.optim.SGD(model.parameters(), lr=0.1), every_n_steps=2)
+    with pytest.raises(ng.StateError, match=match):
+        guard.load_state_dict(bad)  # type: ignore[arg-type]
+    assert guard.global_step == 0  # nothing half-loaded
+
+
+def test_state_of_another_model_is_refused_at_load() -> None:
+    model_a, model_b = small_model(), torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 1))
+    guard_a = ng.NormGuard(model_a, torch.optim.SGD(model_a.parameters(), lr=0.1), every_n_steps=1, action="stop")
+    guard_a.step(torch.tensor(1.0))
+    guard_a.validation_end(torch.tensor(1.0))  # best weights of model A in the state
+    guard_b = ng.NormGuard(model_b, torch.optim.SGD(model_b.parameters(), lr=0.1), every_n_steps=1, action="stop")
+    with pytest.raises(ng.StateError, match="belongs to another model"):
+        guard_b.load_state_dict(guard_a.state_dict())
+    # an older state without a fingerprint is still checked against the best weights it holds
+    old = {**guard_a.state_dict(), "version": 1}
+    del old["fingerprint"]
+    with pytest.raises(ng.StateError, match="do not fit this model"):
+        guard_b.load_state_dict(old)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"every_n_steps": 0}, ValueError, "`every_n_steps` to be a positive integer"),
+        ({"every_n_steps": 0}, ValueError, "`every_n_steps` to be an integer >= 1"),
+        ({"detector": ng.NearInterpolationDetector(), "patience": 3}, ValueError, "not both"),
+        ({"action": []}, ValueError, "`action` to be a non-empty list"),
+        ({"sinks": [object()]}, TypeError, r"`sinks\[0\]` to be a sink"),
+        ({"sinks": "tb"}, TypeError, "`sinks` to be a list"),
+        ({"include_frozen": "no"}, ValueError, "`include_frozen` to be True or False"),
+        ({"mode": "max"}, ValueError, "`mode` to be 'min' when no validation metric"),
         ({"every_n_steps": 2.5}, ValueError, "`every_n_steps`"),
         ({"noise_floor": -1.0}, ValueError, "`noise_floor`"),
         ({"noise_floor": "high"}, ValueError, "`noise_floor`"),

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 import normguard as ng  # noqa: E402
-from normguard import tensorboard as tags  # noqa: E402
+from normguard import tags  # noqa: E402
 from normguard.events import EventKind  # noqa: E402
 from normguard.lightning import NormGuardCallback  # noqa: E402
 from normguard.science.datasets import power_law_regression  # noqa: E402
@@ -496,7 +496,7 @@ def test_gradient_accumulation_checks_on_optimizer_steps_with_unscaled_losses() 
     assert guard.verdicts[1].train_loss == pytest.approx(sum(losses[4:]) / 4, rel=1e-5)
 
 
-def test_step_and_epoch_logging_reads_the_step_value() -> None:
+def test_step_and_epoch_logging_reads_thestep_metric() -> None:
     class Both(Regressor):
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
@@ -519,13 +519,13 @@ def test_public_fallback_prefers_the_step_value() -> None:
     # a Lightning without the step cache this callback reads: trainer.callback_metrics is used
     from types import SimpleNamespace
 
-    from normguard.lightning import _step_value
+    from normguard.lightning import step_metric
 
     step, epoch = torch.tensor(1.0), torch.tensor(2.0)
     trainer = SimpleNamespace(callback_metrics={"train_loss_step": step, "train_loss": epoch})
-    assert _step_value(trainer, "train_loss") is step  # type: ignore[arg-type]
-    assert _step_value(SimpleNamespace(callback_metrics={"train_loss": epoch}), "train_loss") is epoch  # type: ignore[arg-type]
-    assert _step_value(SimpleNamespace(callback_metrics={}), "train_loss") is None  # type: ignore[arg-type]
+    assert step_metric(trainer, "train_loss") is step  # type: ignore[arg-type]
+    assert step_metric(SimpleNamespace(callback_metrics={"train_loss": epoch}), "train_loss") is epoch  # type: ignore[arg-type]
+    assert step_metric(SimpleNamespace(callback_metrics={}), "train_loss") is None  # type: ignore[arg-type]
 
 
 class TwoOptimizers(L.LightningModule):

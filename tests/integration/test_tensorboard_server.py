@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import normguard as ng
-from normguard import tensorboard as tags
+from normguard import tags
 
 RUN = "guarded"
 STARTUP_TIMEOUT_S = 240.0

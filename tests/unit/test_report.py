@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from normguard import report
-from normguard import tensorboard as tags
+from normguard import tags
+from normguard.sinks import SummaryWriterSink
 from normguard.cli import main
 from normguard.events import Event, EventKind
 
@@ -40,7 +41,7 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
 
 def write_synthetic(log_dir: Path) -> None:
     """A run written through normguard's own sink, with known values."""
-    sink = tags.SummaryWriterSink(str(log_dir))
+    sink = SummaryWriterSink(str(log_dir))
     for step, norm, a, b in [(10, 1.0, 1.0, 0.5), (20, 2.0, 1.0, 1.0), (30, 4.0, 1.1, 4.0)]:
         sink.scalars(
             step,

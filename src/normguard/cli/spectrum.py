@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=("auto", "float32", "float64"),
         default="auto",
-        help="arithmetic of the covariance product and eigenvalues (default: %(default)s, see normguard.science.spectrum)",
+        help="arithmetic of the covariance product and eigenvalues "
+        "(default: %(default)s, see normguard.science.spectrum)",
     )
     parser.add_argument("--plot", metavar="PNG", help="save the spectrum with its fit to this file")
 

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 
 from normguard.norms import NormEngine
-from normguard.science.spectrum import estimate_alpha
 from normguard.science.datasets import paper_data
+from normguard.science.spectrum import estimate_alpha
 from normguard.science.theory import min_norm_near_interpolator
 
 __all__ = [

@@ -1,0 +1,87 @@
+"""The best-validation weights, and the fingerprint that ties saved state to one model.
+
+:class:`BestWeights` keeps one copy of the model's ``state_dict()`` (on the CPU by
+default: one copy of parameters and buffers in host memory), replaced at every validation
+that improves on the best score; ``mode`` says whether lower (a loss) or higher (an
+accuracy) is better.
+
+:func:`model_fingerprint` names the model's layout (state-dict keys and shapes; no data),
+so a state saved for another model is refused at load instead of failing at the stop.
+
+Example:
+    >>> import torch
+    >>> best = BestWeights(mode="max")
+    >>> model = torch.nn.Linear(2, 1)
+    >>> best.offer(model, 0.8, step=10), best.offer(model, 0.7, step=20), best.step
+    (True, False, 10)
+    >>> model_fingerprint(model) == model_fingerprint(torch.nn.Linear(2, 1))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BestWeights", "model_fingerprint"]
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_forward_module.")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's state-dict keys and shapes (wrapper prefixes stripped)."""
+    parts = []
+    for key, value in model.state_dict().items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        shape = tuple(value.shape) if isinstance(value, Tensor) else ()
+        parts.append(f"{key}:{shape}")
+    return hashlib.sha1(";".join(sorted(parts)).encode()).hexdigest()[:16]
+
+
+class BestWeights:
+    """A copy of the model's state at its best validation score (on ``device``, CPU by default)."""
+
+    def __init__(self, device: str | torch.device = "cpu", mode: Literal["min", "max"] = "min") -> None:
+        self.device = torch.device(device)
+        self.mode = mode
+        self.value = math.inf if mode == "min" else -math.inf
+        self.step: int | None = None
+        self.state: dict[str, Tensor] | None = None
+
+    def improves(self, value: float) -> bool:
+        return value < self.value if self.mode == "min" else value > self.value
+
+    def offer(self, model: nn.Module, value: float, step: int) -> bool:
+        if not math.isfinite(value) or not self.improves(value):
+            return False
+        self.value, self.step = float(value), int(step)
+        self.state = {k: v.detach().to(self.device, copy=True) for k, v in model.state_dict().items()}
+        return True
+
+    def restore(self, model: nn.Module) -> bool:
+        if self.state is None:
+            return False
+        with torch.no_grad():
+            model.load_state_dict(self.state)
+        return True
+
+    def state_dict(self, with_weights: bool = True) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "step": self.step,
+            "mode": self.mode,
+            "state": self.state if with_weights else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        default = math.inf if self.mode == "min" else -math.inf
+        self.value = float(state.get("value", default))
+        self.step = state.get("step")
+        self.state = state.get("state")
+        if self.state is None:  # saved without weights: the next validation sets "best" again
+            self.value, self.step = default, None
