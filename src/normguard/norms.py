@@ -288,7 +288,7 @@ class _Plan:
         self.params: list[Tensor] = [p for params in groups.values() for p in params]
         layer_of = [i for i, params in enumerate(groups.values()) for _ in params]
         locals_ = [_local(p) for p in self.params]
-        on_meta = [name for name, params in groups.items() if any(_local(p)[0].is_meta for p in params)]
+        on_meta = list(dict.fromkeys(self.layer_names[layer_of[i]] for i, (t, _) in enumerate(locals_) if t.is_meta))
         if on_meta:
             raise ValueError(
                 "Expected argument `model` to have materialised parameters but got parameters on the "
