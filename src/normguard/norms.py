@@ -5,13 +5,25 @@ A *layer* is the module that owns parameters directly (its qualified name, e.g.
 Tied or shared parameters are counted once, under the first module that owns them.
 Frozen parameters (``requires_grad=False``) are left out unless asked for.
 
-Norms come from one ``torch._foreach_norm`` call per (device, dtype) group, accumulated
-in float32 whatever the weights' dtype, and stay on the device: nothing here moves a
-number to the host. :meth:`NormSnapshot.to_host` is the one device→host transfer.
+One pure reduction, :func:`_reduce`, serves the engine and the functional
+:func:`layer_norms` / :func:`total_norm`: one ``torch._foreach_norm`` per (device, dtype)
+bucket (a ``vector_norm`` per tensor where a device has no foreach kernels, as
+``torch.nn.utils.clip_grad`` does), per-tensor *norms* combined into per-layer norms in
+float64, results left on the device. Nothing here moves a number to the host;
+:meth:`NormSnapshot.to_host` is the one device→host transfer.
 
-Sharded parameters (DTensor, as made by FSDP2's ``fully_shard``) contribute the sum of
-squares of their local shard; these partial sums are all-reduced in one collective so the
-result equals the unsharded model's norm.
+Precision: the engine's pass accumulates 16/32-bit weights in float32 and float64 weights
+in float64 (the hot path). A float32 sum of squares overflows once a tensor's norm passes
+~1.8e19, although such a norm is still finite; a layer that reads ``+inf`` is therefore
+re-measured *wide* (16/32-bit weights accumulated in float64; float64 weights, and any
+weights on a device without float64, scaled by their largest magnitude first) by
+:meth:`NormSnapshot.to_host`, which then makes a second transfer, only in that case. The
+functional helpers and sharded models are always measured wide. Genuinely non-finite
+weights stay non-finite.
+
+Sharded parameters (DTensor, as made by FSDP2's ``fully_shard``) contribute the weighted
+sum of squares of their local shard, in float64; these partial sums are all-reduced in one
+collective so the result equals the unsharded model's norm.
 
 Example:
     >>> import torch, normguard as ng
@@ -25,26 +37,76 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
+try:  # what clip_grad uses to decide between the fused kernel and a per-tensor loop
+    from torch.utils._foreach_utils import _device_has_foreach_support
+except ImportError:  # pragma: no cover - the private helper moved or is missing in this build
+
+    def _device_has_foreach_support(device: torch.device) -> bool:
+        return device.type in ("cpu", "cuda")
+
+
 ROOT_LAYER = "<root>"
+UNOWNED_LAYER = "<unowned>"
+
+Offload = Literal["cpu", "device"]
+"""Where the engine keeps its copies of the weights."""
 
 __all__ = [
     "ROOT_LAYER",
     "HostSnapshot",
     "NormEngine",
     "NormSnapshot",
+    "Offload",
     "group_parameters",
     "layer_norms",
     "total_norm",
 ]
 
 
+# ------------------------------------------------------------------ argument checks
+def _check_bool(name: str, value: object) -> bool:
+    """``value`` as a bool if it is one (Python or NumPy); anything else is refused.
+
+    Example:
+        >>> _check_bool("include_frozen", True)
+        True
+        >>> _check_bool("include_frozen", "no")
+        Traceback (most recent call last):
+        ...
+        TypeError: Expected argument `include_frozen` to be a bool but got 'no'.
+    """
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"Expected argument `{name}` to be a bool but got {value!r}.")
+
+
+def _check_offload(value: object) -> Offload:
+    """``value`` if it is one of :data:`Offload`'s options.
+
+    Example:
+        >>> _check_offload("cpu")
+        'cpu'
+        >>> _check_offload("gpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected argument `offload` to be 'cpu' or 'device' but got 'gpu'.
+    """
+    if isinstance(value, str) and value in get_args(Offload):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"Expected argument `offload` to be 'cpu' or 'device' but got {value!r}.")
+
+
+# ------------------------------------------------------------------ parameters and layers
 def _local(param: Tensor) -> tuple[Tensor, float | None]:
     """The tensor to reduce, and the weight of its partial sum if it must be all-reduced.
 
@@ -90,6 +152,7 @@ def group_parameters(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected argument `model` to be a torch.nn.Module but got {type(model)}.")
+    include_frozen = _check_bool("include_frozen", include_frozen)
     seen: set[int] = set()
     groups: dict[str, list[Tensor]] = {}
     for module_name, module in model.named_modules(remove_duplicate=True):
@@ -102,39 +165,256 @@ def group_parameters(
         if id(param) in seen or (not include_frozen and not param.requires_grad):
             continue
         seen.add(id(param))
-        groups.setdefault("<unowned>", []).append(param)
+        groups.setdefault(UNOWNED_LAYER, []).append(param)
     return groups
 
 
+# ------------------------------------------------------------------ buckets and the reduction
+def _has_float64(device: torch.device) -> bool:
+    return device.type != "mps"
+
+
+def _accumulation(dtype: torch.dtype, device: torch.device, wide: bool) -> tuple[torch.dtype | None, bool]:
+    """How a bucket of ``dtype`` tensors on ``device`` is reduced: (accumulation dtype, scale first).
+
+    The rule, in one place. ``wide=False`` (the hot path): 16-bit floats accumulate in
+    float32, 32/64-bit floats in their own dtype (``None``: an explicit ``dtype`` equal to
+    the tensor's own costs time on CPU). ``wide=True`` (finite whenever the norm is):
+    16/32-bit floats accumulate in float64 where the device has it; float64 or complex
+    weights, and all weights on a device without float64, are divided by their largest
+    magnitude before squaring.
+
+    Example:
+        >>> cpu = torch.device("cpu")
+        >>> _accumulation(torch.bfloat16, cpu, wide=False), _accumulation(torch.float32, cpu, wide=True)
+        ((torch.float32, False), (torch.float64, False))
+        >>> _accumulation(torch.float64, cpu, wide=True)
+        (None, True)
+    """
+    own = torch.float32 if dtype.is_floating_point and dtype.itemsize < 4 else None
+    if not wide:
+        return own, False
+    if dtype.is_floating_point and dtype != torch.float64 and _has_float64(device):
+        return torch.float64, False
+    return own, True
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """Positions (into the measured list) of the tensors reduced by one fused call."""
+
+    device: torch.device
+    dtype: torch.dtype
+    sharded: bool
+    positions: tuple[int, ...]
+
+
+def _buckets(tensors: Sequence[Tensor], sharded: Sequence[bool]) -> list[_Bucket]:
+    """Group tensor positions by (device, dtype, sharded): the one bucketing helper.
+
+    Example:
+        >>> ts = [torch.zeros(2), torch.zeros(2, dtype=torch.float64), torch.zeros(3)]
+        >>> [(b.dtype, b.positions) for b in _buckets(ts, [False] * 3)]
+        [(torch.float32, (0, 2)), (torch.float64, (1,))]
+    """
+    groups: dict[tuple[torch.device, torch.dtype, bool], list[int]] = {}
+    for i, (t, is_sharded) in enumerate(zip(tensors, sharded)):
+        groups.setdefault((t.device, t.dtype, is_sharded), []).append(i)
+    return [_Bucket(device, dtype, s, tuple(pos)) for (device, dtype, s), pos in groups.items()]
+
+
+def _scaled_norm(tensor: Tensor, accumulate: torch.dtype | None, out: torch.dtype) -> Tensor:
+    """ℓ2 norm of ``tensor`` divided by its largest magnitude first: no overflow, no underflow."""
+    if tensor.numel() == 0:
+        return torch.zeros((), dtype=out, device=tensor.device)
+    peak = torch.linalg.vector_norm(tensor, math.inf)
+    info = torch.finfo(peak.dtype)
+    scale = peak.clamp(info.tiny, info.max)  # inf stays huge (inf / max = inf), NaN stays NaN
+    return torch.linalg.vector_norm(tensor / scale, 2, dtype=accumulate).to(out) * scale.to(out)
+
+
+def _tensor_norms(tensors: list[Tensor], bucket: _Bucket, wide: bool, home: torch.device, out: torch.dtype) -> Tensor:
+    """The ℓ2 norm of each tensor of one bucket, as a 1-d ``out`` tensor on ``home``."""
+    accumulate, scaled = _accumulation(bucket.dtype, bucket.device, wide)
+    if scaled:
+        norms = torch.stack([_scaled_norm(t, accumulate, out) for t in tensors])
+    elif _device_has_foreach_support(bucket.device):
+        norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=accumulate))
+    else:  # no fused kernel for this device: one reduction per tensor, as clip_grad falls back
+        norms = torch.stack([torch.linalg.vector_norm(t, 2, dtype=accumulate) for t in tensors])
+    return norms.to(device=home, dtype=out, non_blocking=True)
+
+
+def _by_layer(norms: Tensor, index: Tensor, n_layers: int, scaled: bool) -> Tensor:
+    """Per-layer √Σ norm² of per-tensor ``norms`` (``index`` = layer of each).
+
+    ``scaled`` divides each layer's norms by the layer's largest before squaring, for
+    squares that could leave the dtype's range (float64 weights; float32 combination).
+
+    Example:
+        >>> norms = torch.tensor([3e200, 4e200, 1.0], dtype=torch.float64)
+        >>> [f"{v:.6g}" for v in _by_layer(norms, torch.tensor([0, 0, 1]), 2, scaled=True).tolist()]
+        ['5e+200', '1']
+    """
+    out = norms.new_zeros(n_layers)
+    if not scaled:
+        return out.index_add_(0, index, norms * norms).sqrt_()
+    info = torch.finfo(norms.dtype)
+    scale = norms.new_zeros(n_layers).scatter_reduce_(0, index, norms, "amax").clamp_(info.tiny, info.max)
+    ratio = norms / scale[index]
+    return out.index_add_(0, index, ratio * ratio).sqrt_().mul_(scale)
+
+
+def _hypot(norms: Tensor) -> Tensor:
+    """√Σ norms², scaled: the total norm from per-layer norms, finite whenever it is representable."""
+    if norms.numel() == 0:
+        return norms.new_zeros(())
+    return _by_layer(norms, torch.zeros_like(norms, dtype=torch.long), 1, scaled=True)[0]
+
+
+def _cat(parts: list[Tensor]) -> Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+class _Plan:
+    """Fixed bookkeeping for one parameter set: buckets, layer indexes, shard weights.
+
+    Raises:
+        ValueError: if a parameter is on the ``meta`` device (it has no values to measure).
+    """
+
+    def __init__(self, groups: dict[str, list[Tensor]]) -> None:
+        self.layer_names = tuple(groups)
+        self.params: list[Tensor] = [p for params in groups.values() for p in params]
+        layer_of = [i for i, params in enumerate(groups.values()) for _ in params]
+        locals_ = [_local(p) for p in self.params]
+        on_meta = list(dict.fromkeys(self.layer_names[layer_of[i]] for i, (t, _) in enumerate(locals_) if t.is_meta))
+        if on_meta:
+            raise ValueError(
+                "Expected argument `model` to have materialised parameters but got parameters on the "
+                f"'meta' device (layers {', '.join(on_meta[:5])}{', ...' if len(on_meta) > 5 else ''}). "
+                "Materialise them first (e.g. `model.to_empty(device=...)`, then initialise) and measure after."
+            )
+        self.home = locals_[0][0].device if locals_ else torch.device("cpu")
+        self.sharded = any(w is not None for _, w in locals_)
+        self.combine = torch.float64 if _has_float64(self.home) else torch.float32
+        self.buckets = _buckets([t for t, _ in locals_], [w is not None for _, w in locals_])
+        self.scaled = self.combine != torch.float64 or any(b.dtype.itemsize >= 8 for b in self.buckets)
+        replicated = [i for b in self.buckets if not b.sharded for i in b.positions]
+        sharded = [i for b in self.buckets if b.sharded for i in b.positions]
+        self.replicated_index = torch.tensor([layer_of[i] for i in replicated], dtype=torch.long, device=self.home)
+        self.sharded_index = torch.tensor([layer_of[i] for i in sharded], dtype=torch.long, device=self.home)
+        self.shard_weight = torch.tensor([locals_[i][1] for i in sharded], dtype=self.combine, device=self.home)
+        self._first = (self.home, self.params[0].dtype) if self.params else None
+
+    def moved(self) -> bool:
+        """Whether the first parameter changed device or dtype (e.g. ``model.to(...)``) since planning."""
+        if not self.params:
+            return False
+        first = self.params[0]
+        return (_local(first)[0].device, first.dtype) != self._first
+
+    def tensors(self) -> list[Tensor]:
+        """What to reduce now: the parameters as they are (under ``no_grad``), or their local shards."""
+        return [_local(p)[0] for p in self.params] if self.sharded else self.params
+
+
+def _reduce(plan: _Plan, tensors: Sequence[Tensor], wide: bool) -> Tensor:
+    """Per-layer ℓ2 norms of ``tensors`` (aligned with ``plan.params``): the one reduction.
+
+    One fused norm per bucket, per-tensor norms combined per layer in ``plan.combine``
+    (float64, or float32 on devices without it); sharded buckets add their weighted sums of
+    squares, all-reduced in one collective. Reads only; no host synchronisation.
+
+    Example:
+        >>> lin = torch.nn.Linear(2, 2, bias=False)
+        >>> _ = torch.nn.init.constant_(lin.weight, 1e20)
+        >>> plan = _Plan({"lin": [lin.weight]})
+        >>> with torch.no_grad():
+        ...     fast, wide = (_reduce(plan, plan.tensors(), wide=w).item() for w in (False, True))
+        >>> fast, f"{wide:.6g}"
+        (inf, '2e+20')
+    """
+    n_layers = len(plan.layer_names)
+    replicated: list[Tensor] = []
+    sharded: list[Tensor] = []
+    for bucket in plan.buckets:
+        norms = _tensor_norms([tensors[i] for i in bucket.positions], bucket, wide, plan.home, plan.combine)
+        (sharded if bucket.sharded else replicated).append(norms)
+    out = (
+        _by_layer(_cat(replicated), plan.replicated_index, n_layers, plan.scaled)
+        if replicated
+        else torch.zeros(n_layers, dtype=plan.combine, device=plan.home)
+    )
+    if not sharded:
+        return out
+    local = _cat(sharded)
+    squares = local.new_zeros(n_layers).index_add_(0, plan.sharded_index, local * local * plan.shard_weight)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(squares)  # the one collective of a check
+    return (squares + out * out).sqrt_()
+
+
+# ------------------------------------------------------------------ snapshots
 @dataclass
 class NormSnapshot:
-    """Norms of one check, still on the device (float32).
+    """Norms of one check, still on the device.
 
-    ``layer_sq`` holds each layer's sum of squares (order of ``layer_names``); the optional
-    ``init_sq`` and ``update_sq`` hold ‖w − w₀‖² and ‖w_t − w_prev‖² per layer.
+    ``layer_norm`` holds each layer's ℓ2 norm (order of ``layer_names``) in float64
+    (float32 on a device without float64); the optional ``init_distance`` and
+    ``update_size`` hold ‖w − w₀‖ and ‖w_t − w_prev‖ per layer. ``remeasure``, when set,
+    recomputes ``layer_norm`` wide (see the module docstring); :meth:`to_host` calls it
+    only if a layer reads ``+inf``.
     """
 
     layer_names: tuple[str, ...]
-    layer_sq: Tensor
-    init_sq: Tensor | None = None
-    update_sq: Tensor | None = None
+    layer_norm: Tensor
+    init_distance: Tensor | None = None
+    update_size: Tensor | None = None
+    remeasure: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def layer_sq(self) -> Tensor:
+        """Per-layer sums of squares, ``layer_norm²`` (the earlier representation; may overflow)."""
+        return self.layer_norm.square()
+
+    @layer_sq.setter
+    def layer_sq(self, value: Tensor) -> None:
+        self.layer_norm = value.sqrt()
 
     @property
     def total(self) -> Tensor:
         """The total ℓ2 norm, a 0-d float32 tensor on the device."""
-        return self.layer_sq.sum().sqrt()
+        return _hypot(self.layer_norm).to(torch.float32)
 
     def layer_norms(self) -> dict[str, Tensor]:
-        """Per-layer ℓ2 norms as 0-d device tensors."""
-        norms = self.layer_sq.sqrt()
+        """Per-layer ℓ2 norms as 0-d float32 device tensors."""
+        norms = self.layer_norm.to(torch.float32)
         return {name: norms[i] for i, name in enumerate(self.layer_names)}
 
     def to_host(self, *extra: Tensor) -> tuple[HostSnapshot, list[float]]:
-        """Move everything, and the ``extra`` tensors (flattened), to the host in one transfer."""
-        device = self.layer_sq.device
-        parts = [p for p in (self.layer_sq, self.init_sq, self.update_sq) if p is not None]
-        parts.extend(t.detach().reshape(-1) for t in extra)
+        """Move everything, and the ``extra`` tensors (flattened), to the host in one transfer.
+
+        A layer whose float32 accumulation overflowed reads ``+inf``; it is then re-measured
+        wide and transferred again (a second transfer, only in that case). NaN and ±inf
+        weights stay non-finite and are listed in :attr:`HostSnapshot.nonfinite_layers`.
+
+        Example:
+            >>> lin = torch.nn.Linear(2, 2, bias=False)
+            >>> _ = torch.nn.init.constant_(lin.weight, 1e20)
+            >>> snap = NormEngine(lin).compute()
+            >>> snap.layer_norm.item()  # float32 accumulation overflowed
+            inf
+            >>> host, _ = snap.to_host()
+            >>> f"{host.total:.6g}", host.nonfinite_layers
+            ('2e+20', [])
+        """
+        device = self.layer_norm.device
         wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        parts = [p for p in (self.layer_norm, self.init_distance, self.update_size) if p is not None]
+        parts.extend(t.detach().reshape(-1) for t in extra)
         values = torch.cat([p.to(device=device, dtype=wide) for p in parts]).tolist()  # the one transfer
         n = len(self.layer_names)
         pos = 0
@@ -145,20 +425,20 @@ class NormSnapshot:
             pos += count
             return out
 
-        layer_sq = take(n)
-        init_sq = take(n) if self.init_sq is not None else None
-        update_sq = take(n) if self.update_sq is not None else None
+        layer = take(n)
+        if self.remeasure is not None and math.inf in layer:
+            with torch.no_grad():
+                exact = self.remeasure().tolist()  # the second transfer: only after an overflow or an inf weight
+            layer = [e if v == math.inf else v for v, e in zip(layer, exact)]
+        init = take(n) if self.init_distance is not None else None
+        update = take(n) if self.update_size is not None else None
         host = HostSnapshot(
-            layer_norms={k: math.sqrt(v) if v >= 0 else math.nan for k, v in zip(self.layer_names, layer_sq)},
-            total=math.sqrt(sum(layer_sq)) if all(math.isfinite(v) for v in layer_sq) else math.nan,
-            init_distance=None if init_sq is None else dict(zip(self.layer_names, map(_sqrt, init_sq))),
-            update_size=None if update_sq is None else dict(zip(self.layer_names, map(_sqrt, update_sq))),
+            layer_norms=dict(zip(self.layer_names, layer)),
+            total=math.hypot(*layer) if all(math.isfinite(v) for v in layer) else math.nan,
+            init_distance=None if init is None else dict(zip(self.layer_names, init)),
+            update_size=None if update is None else dict(zip(self.layer_names, update)),
         )
         return host, take(len(values) - pos)
-
-
-def _sqrt(value: float) -> float:
-    return math.sqrt(value) if value >= 0 else math.nan
 
 
 @dataclass
@@ -175,6 +455,7 @@ class HostSnapshot:
         self.nonfinite_layers = [k for k, v in self.layer_norms.items() if not math.isfinite(v)]
 
 
+# ------------------------------------------------------------------ the engine
 class NormEngine:
     """Computes per-layer norms of a model with one fused reduction per (device, dtype).
 
@@ -182,7 +463,8 @@ class NormEngine:
     pass, so parameters added to the model or to an optimizer mid-run are picked up.
 
     Args:
-        model: the model whose weights are measured.
+        model: the model whose weights are measured; its parameters must be materialised
+            (not on the ``meta`` device).
         include_frozen: also measure parameters with ``requires_grad=False``.
         optimizer: optional; parameters it holds that the model does not own are measured too.
         track_init_distance: keep a copy of the weights at the first pass and report
@@ -192,6 +474,14 @@ class NormEngine:
         offload: where the copies live: ``"device"`` (default; fast, uses device memory)
             or ``"cpu"`` (host memory; each pass then copies them back to the device, and
             update-size tracking copies the weights to the host, a synchronising transfer).
+
+    The two distances accumulate like the hot path and are not re-measured: one whose
+    float32 sum of squares overflows (a distance past ~1.8e19) reads ``inf``.
+
+    Raises:
+        TypeError: if ``include_frozen`` or a ``track_*`` flag is not a bool.
+        ValueError: for an unknown ``offload``, a model with nothing to measure, or
+            parameters on the ``meta`` device.
 
     Example:
         >>> import torch
@@ -209,26 +499,22 @@ class NormEngine:
         optimizer: torch.optim.Optimizer | None = None,
         track_init_distance: bool = False,
         track_update_size: bool = False,
-        offload: str = "device",
+        offload: Offload = "device",
     ) -> None:
-        if offload not in ("cpu", "device"):
-            raise ValueError(f"Expected argument `offload` to be 'cpu' or 'device' but got {offload!r}.")
+        self.offload: Offload = _check_offload(offload)
+        self.include_frozen = _check_bool("include_frozen", include_frozen)
+        self.track_init_distance = _check_bool("track_init_distance", track_init_distance)
+        self.track_update_size = _check_bool("track_update_size", track_update_size)
         self.model = model
-        self.include_frozen = include_frozen
         self.optimizer = optimizer
-        self.track_init_distance = track_init_distance
-        self.track_update_size = track_update_size
-        self.offload = offload
-        self._signature: tuple[int, ...] = ()
+        self._signature: tuple[object, ...] = ()
         self._init: dict[int, Tensor] = {}
         self._previous: dict[int, Tensor] = {}
         self._plan: _Plan | None = None
-        if not self._groups():
-            raise ValueError(
-                "Expected argument `model` to have parameters to measure but got none"
-                + ("" if include_frozen else " that require grad (pass include_frozen=True to measure frozen ones)")
-                + "."
-            )
+        groups = self._groups()
+        _require_parameters(groups, self.include_frozen)
+        self._signature = self._fingerprint()
+        self._plan = _Plan(groups)  # refuses meta parameters now, not at the first step
 
     def _groups(self) -> dict[str, list[Tensor]]:
         extra: list[Tensor] = []
@@ -275,30 +561,32 @@ class NormEngine:
 
     def compute(self) -> NormSnapshot:
         """One norm pass; results stay on the device, no host synchronisation."""
-        plan = self._refresh()
-        if plan.sharded:
-            layer_sq = plan.reduce([p.detach() for p in plan.params])
-        else:
+        with torch.no_grad():
+            plan = self._refresh()
+            wide = plan.sharded  # a rank-local re-measure would need the collective again: measure wide now
             try:
-                layer_sq = plan.reduce_plain()
+                layer_norm = _reduce(plan, plan.tensors(), wide)
             except RuntimeError:  # a parameter changed dtype or device in place: plan again
                 self._plan = plan = _Plan(self._groups())
-                layer_sq = plan.reduce_plain()
-        init_sq = update_sq = None
-        if self.track_init_distance:
-            init = [self._copy_once(self._init, p) for p in plan.params]
-            init_sq = plan.reduce(_differences(plan.params, init))
-        if self.track_update_size:
-            previous = [self._copy_once(self._previous, p) for p in plan.params]
-            update_sq = plan.reduce(_differences(plan.params, previous))
-            for p, prev in zip(plan.params, previous):
-                prev.copy_(_local(p)[0], non_blocking=True)
-        return NormSnapshot(plan.layer_names, layer_sq, init_sq, update_sq)
+                layer_norm = _reduce(plan, plan.tensors(), wide)
+            init_distance = update_size = None
+            if self.track_init_distance:
+                current = plan.tensors()
+                init = [self._copy_once(self._init, p, t) for p, t in zip(plan.params, current)]
+                init_distance = _reduce(plan, _differences(current, init), wide)
+            if self.track_update_size:
+                current = plan.tensors()
+                previous = [self._copy_once(self._previous, p, t) for p, t in zip(plan.params, current)]
+                update_size = _reduce(plan, _differences(current, previous), wide)
+                for now, prev in zip(current, previous):
+                    prev.copy_(now, non_blocking=True)
+        remeasure = None if wide else functools.partial(_wide_norms, plan)
+        return NormSnapshot(plan.layer_names, layer_norm, init_distance, update_size, remeasure)
 
-    def _copy_once(self, store: dict[int, Tensor], param: Tensor) -> Tensor:
+    def _copy_once(self, store: dict[int, Tensor], param: Tensor, local: Tensor) -> Tensor:
+        """The stored copy of ``param`` (its ``local`` tensor when first seen), keyed by the parameter."""
         key = id(param)
         if key not in store:
-            local = _local(param)[0]
             store[key] = local.to("cpu", copy=True) if self.offload == "cpu" else local.clone()
         return store[key]
 
@@ -307,111 +595,39 @@ class NormEngine:
         return sum(t.numel() * t.element_size() for s in (self._init, self._previous) for t in s.values())
 
 
-def _differences(params: Sequence[Tensor], references: Sequence[Tensor]) -> list[Tensor]:
-    """w − w_ref for each parameter; a DTensor keeps its weighting via a fresh wrapper."""
-    out = []
-    for p, ref in zip(params, references):
-        local, weight = _local(p)
-        diff = local - ref.to(local.device, non_blocking=True)
-        out.append(_Weighted(diff, weight) if weight is not None else diff)
-    return out
+def _wide_norms(plan: _Plan) -> Tensor:
+    """The plan's per-layer norms measured wide (the re-measure behind :meth:`NormSnapshot.to_host`)."""
+    return _reduce(plan, plan.tensors(), wide=True)
 
 
-class _Weighted:
-    """A local shard difference that keeps its all-reduce weight."""
-
-    def __init__(self, tensor: Tensor, weight: float) -> None:
-        self.tensor = tensor
-        self.weight = weight
+def _differences(tensors: Sequence[Tensor], references: Sequence[Tensor]) -> list[Tensor]:
+    """w − w_ref for each tensor, on the tensor's device."""
+    return [t - ref.to(t.device, non_blocking=True) for t, ref in zip(tensors, references)]
 
 
-class _Plan:
-    """Fixed bookkeeping for one parameter set: buckets by (device, dtype), layer index."""
+def _require_parameters(groups: dict[str, list[Tensor]], include_frozen: bool) -> None:
+    if not groups:
+        raise ValueError(
+            "Expected argument `model` to have parameters to measure but got none"
+            + ("" if include_frozen else " that require grad (pass include_frozen=True to measure frozen ones)")
+            + "."
+        )
 
-    def __init__(self, groups: dict[str, list[Tensor]]) -> None:
-        self.layer_names = tuple(groups)
-        self.params: list[Tensor] = [p for params in groups.values() for p in params]
-        self.layer_of: list[int] = [i for i, params in enumerate(groups.values()) for _ in params]
-        locals_ = [_local(p) for p in self.params]
-        self.home = locals_[0][0].device if locals_ else torch.device("cpu")
-        self.sharded = any(w is not None for _, w in locals_)
-        self._index_cache: dict[tuple[torch.device, tuple[int, ...]], Tensor] = {}
-        self._first = (self.home, self.params[0].dtype) if self.params else None
-        # Plain (unsharded) parameters: buckets built once; each pass only launches the reductions.
-        self._plain: list[tuple[torch.dtype | None, list[Tensor], Tensor]] = []
-        if not self.sharded:
-            positions: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-            for i, p in enumerate(self.params):
-                positions.setdefault((p.device, p.dtype), []).append(i)
-            for (_device, dtype), pos in positions.items():
-                accumulate = torch.float32 if dtype.itemsize <= 4 and dtype.is_floating_point else None
-                index = torch.tensor([self.layer_of[i] for i in pos], device=self.home)
-                self._plain.append((accumulate, [self.params[i] for i in pos], index))
 
-    def moved(self) -> bool:
-        """Whether the first parameter changed device or dtype (e.g. ``model.to(...)``) since planning."""
-        if not self.params:
-            return False
-        first = self.params[0]
-        return (_local(first)[0].device, first.dtype) != self._first
-
-    def reduce_plain(self) -> Tensor:
-        """Per-layer sums of squares of the plain parameters: no per-parameter host work.
-
-        Parameters go to ``_foreach_norm`` as they are, under ``no_grad`` (no ``detach`` per
-        tensor); the per-layer sum is one ``index_add_`` per bucket into the result.
-        """
-        out = torch.zeros(len(self.layer_names), dtype=torch.float32, device=self.home)
-        with torch.no_grad():
-            for accumulate, params, index in self._plain:
-                norms = torch._foreach_norm(params, 2, dtype=accumulate)
-                squares = torch.stack(norms).to(device=self.home, dtype=torch.float32, non_blocking=True).square()
-                out.index_add_(0, index, squares)
-        return out
-
-    def _index(self, device: torch.device, positions: tuple[int, ...]) -> Tensor:
-        key = (device, positions)
-        if key not in self._index_cache:
-            self._index_cache[key] = torch.tensor([self.layer_of[i] for i in positions], device=device)
-        return self._index_cache[key]
-
-    def reduce(self, tensors: Sequence[Tensor | _Weighted]) -> Tensor:
-        """Per-layer sums of squares (float32, on the home device) of ``tensors``."""
-        n_layers = len(self.layer_names)
-        buckets: dict[tuple[torch.device, torch.dtype, bool], list[int]] = {}
-        prepared: list[tuple[Tensor, float | None]] = []
-        for i, t in enumerate(tensors):
-            item = (t.tensor, t.weight) if isinstance(t, _Weighted) else _local(t)
-            prepared.append(item)
-            tensor, weight = item
-            buckets.setdefault((tensor.device, tensor.dtype, weight is not None), []).append(i)
-
-        replicated = torch.zeros(n_layers, dtype=torch.float32, device=self.home)
-        sharded = torch.zeros(n_layers, dtype=torch.float32, device=self.home) if self.sharded else None
-        for (device, _dtype, is_sharded), positions in buckets.items():
-            tensors_ = [prepared[i][0] for i in positions]
-            # float32 accumulation for 16/32-bit weights; wider dtypes reduce in their own precision
-            accumulate = torch.float32 if _dtype.itemsize <= 4 and _dtype.is_floating_point else None
-            norms = torch._foreach_norm(tensors_, 2, dtype=accumulate)
-            squares = torch.stack(norms).to(torch.float32).square()
-            if is_sharded:
-                weights = torch.tensor([prepared[i][1] for i in positions], dtype=torch.float32, device=device)
-                squares = squares * weights
-            partial = torch.zeros(n_layers, dtype=torch.float32, device=device)
-            partial.index_add_(0, self._index(device, tuple(positions)), squares)
-            target = sharded if is_sharded and sharded is not None else replicated
-            target.add_(partial.to(self.home, non_blocking=True))
-        if sharded is not None:
-            import torch.distributed as dist
-
-            if dist.is_available() and dist.is_initialized():
-                dist.all_reduce(sharded)  # the one collective of a check
-            replicated = replicated + sharded
-        return replicated
+# ------------------------------------------------------------------ functional
+def _measure(model: nn.Module, include_frozen: bool) -> tuple[tuple[str, ...], Tensor]:
+    """Layer names and wide per-layer norms of ``model``: the engine's reduction, no engine state."""
+    groups = group_parameters(model, include_frozen)
+    _require_parameters(groups, include_frozen)
+    plan = _Plan(groups)
+    with torch.no_grad():
+        return plan.layer_names, _reduce(plan, plan.tensors(), wide=True)
 
 
 def layer_norms(model: nn.Module, include_frozen: bool = False) -> dict[str, Tensor]:
     """Per-layer ℓ2 norms of ``model`` as float32 0-d tensors on the weights' device.
+
+    Measured wide (see the module docstring): any norm that float32 can hold comes out finite.
 
     Example:
         >>> import torch
@@ -419,7 +635,9 @@ def layer_norms(model: nn.Module, include_frozen: bool = False) -> dict[str, Ten
         >>> list(norms), norms["<root>"].dtype
         (['<root>'], torch.float32)
     """
-    return NormEngine(model, include_frozen=include_frozen).compute().layer_norms()
+    names, norms = _measure(model, include_frozen)
+    norms = norms.to(torch.float32)
+    return {name: norms[i] for i, name in enumerate(names)}
 
 
 def total_norm(model: nn.Module, include_frozen: bool = False) -> Tensor:
@@ -432,4 +650,4 @@ def total_norm(model: nn.Module, include_frozen: bool = False) -> Tensor:
         >>> total_norm(lin).item()
         2.0
     """
-    return NormEngine(model, include_frozen=include_frozen).compute().total
+    return _hypot(_measure(model, include_frozen)[1]).to(torch.float32)

@@ -17,9 +17,13 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def reference_layer_norms(groups: dict[str, list[torch.Tensor]]) -> dict[str, float]:
-    return {
-        name: math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in params)) for name, params in groups.items()
-    }
+    """Per-layer norms in float64, each layer divided by its largest magnitude before squaring."""
+    out = {}
+    for name, params in groups.items():
+        flat = torch.cat([p.detach().double().reshape(-1) for p in params])
+        scale = float(flat.abs().max()) if flat.numel() else 0.0
+        out[name] = scale * math.sqrt(float((flat / scale).pow(2).sum())) if scale > 0 else 0.0
+    return out
 
 
 class Zoo(nn.Module):
@@ -101,7 +105,7 @@ def test_random_shapes_and_dtypes(shapes: list[list[int]], dtype: torch.dtype, s
 def test_mixed_dtypes_are_reduced_per_bucket() -> None:
     model = nn.ModuleDict({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3).double(), "c": nn.Linear(3, 3).half()})
     with torch.autograd.profiler.profile() as prof:
-        NormEngine(model).compute().layer_sq.sum().item()
+        NormEngine(model).compute().layer_norm.sum().item()
     calls = [e for e in prof.function_events if e.name == "aten::_foreach_norm"]
     assert len(calls) == 3  # one fused reduction per (device, dtype) group, not one per tensor
 
@@ -161,8 +165,10 @@ def test_bad_arguments() -> None:
         NormEngine(nn.ReLU())
     with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
         ng.layer_norms("not a model")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^Expected argument `offload` to be 'cpu' or 'device' but got 'gpu'\.$"):
+        NormEngine(nn.Linear(1, 1), offload="gpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`offload`"):
-        NormEngine(nn.Linear(1, 1), offload="gpu")
+        NormEngine(nn.Linear(1, 1), offload=["cpu"])  # type: ignore[arg-type]
 
 
 def test_a_long_lived_engine_follows_in_place_changes() -> None:
@@ -176,3 +182,160 @@ def test_a_long_lived_engine_follows_in_place_changes() -> None:
     assert got == pytest.approx(want, rel=1e-6)
     model[0].weight.requires_grad_(False)
     assert engine.compute().layer_norms()["0"].item() == pytest.approx(model[0].bias.detach().norm().item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- large finite norms (issue 14.3)
+def make_filled(value: float, dtype: torch.dtype, layers: int = 2) -> nn.Module:
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(layers)]).to(dtype)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(value)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("value", "dtype"),
+    [
+        (1e25, torch.float64),  # float64 weights reduce in float64
+        (1e20, torch.float32),  # norm 2e20 fits float32; its float32 sum of squares does not
+        (3e38, torch.float32),  # near float32's largest: the total (~1.5e39) only fits on the host
+        (1e20, torch.bfloat16),
+        (6e4, torch.float16),  # near float16's largest
+        (1e200, torch.float64),  # squares beyond float64: scaled
+    ],
+)
+def test_large_finite_norms_come_out_finite(value: float, dtype: torch.dtype) -> None:
+    model = make_filled(value, dtype)
+    want = reference_layer_norms(group_parameters(model))
+    want_total = math.hypot(*want.values())
+    host, _ = NormEngine(model).compute().to_host()
+    assert host.nonfinite_layers == []
+    for name, value_ in want.items():
+        assert host.layer_norms[name] == pytest.approx(value_, rel=1e-5), name
+    assert host.total == pytest.approx(want_total, rel=1e-5)
+    functional = {k: v.item() for k, v in ng.layer_norms(model).items()}
+    total = ng.total_norm(model).item()
+    if want_total < torch.finfo(torch.float32).max:  # the functional API returns float32
+        assert functional == pytest.approx(want, rel=1e-5)
+        assert total == pytest.approx(want_total, rel=1e-5)
+    else:
+        assert total == math.inf
+
+
+def test_overflow_remeasure_is_the_only_second_transfer() -> None:
+    calls = []
+
+    def counted(snap: ng.NormSnapshot) -> ng.NormSnapshot:
+        assert snap.remeasure is not None
+        inner = snap.remeasure
+        snap.remeasure = lambda: calls.append(1) or inner()  # type: ignore[func-returns-value]
+        return snap
+
+    counted(NormEngine(make_filled(1.0, torch.float32)).compute()).to_host()
+    assert calls == []  # finite norms: the one transfer only
+    host, _ = counted(NormEngine(make_filled(1e20, torch.float32)).compute()).to_host()
+    assert calls == [1] and host.nonfinite_layers == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nonfinite_weights_stay_nonfinite(bad: float, dtype: torch.dtype) -> None:
+    model = make_filled(1e20 if dtype != torch.float64 else 1e200, dtype)  # overflow and bad weights together
+    with torch.no_grad():
+        model[1].weight[0, 0] = bad
+    host, _ = NormEngine(model).compute().to_host()
+    assert host.nonfinite_layers == ["1"]
+    assert math.isfinite(host.layer_norms["0"]) and math.isnan(host.total)
+    assert not math.isfinite(ng.layer_norms(model)["1"].item())
+    assert not math.isfinite(ng.total_norm(model).item())
+
+
+def test_tiny_weights_are_accurate_in_the_functional_api() -> None:
+    model = make_filled(1e-25, torch.float32)  # squares underflow float32
+    want = reference_layer_norms(group_parameters(model))
+    assert {k: v.item() for k, v in ng.layer_norms(model).items()} == pytest.approx(want, rel=1e-5)
+
+
+def test_device_without_float64_scales_instead(monkeypatch: pytest.MonkeyPatch) -> None:
+    import normguard.norms as norms
+
+    monkeypatch.setattr(norms, "_has_float64", lambda device: False)  # as on MPS
+    model = make_filled(1e20, torch.float32)
+    model[0].to(torch.bfloat16)
+    want = reference_layer_norms(group_parameters(model))
+    assert {k: v.item() for k, v in ng.layer_norms(model).items()} == pytest.approx(want, rel=1e-5)
+    host, _ = NormEngine(model).compute().to_host()
+    assert host.layer_norms == pytest.approx(want, rel=1e-5)
+
+
+# ---------------------------------------------------------------- engine hygiene (issue 12.10)
+def test_vector_norm_fallback_where_foreach_is_unsupported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import normguard.norms as norms
+
+    torch.manual_seed(0)
+    model = Zoo()
+    want = {k: v.item() for k, v in ng.layer_norms(model).items()}
+    monkeypatch.setattr(norms, "_device_has_foreach_support", lambda device: False)
+    engine = NormEngine(model)
+    with torch.autograd.profiler.profile() as prof:
+        host, _ = engine.compute().to_host()
+    assert not [e for e in prof.function_events if e.name == "aten::_foreach_norm"]
+    assert host.layer_norms == pytest.approx(want, rel=1e-5)
+
+
+def test_compute_records_no_graph() -> None:
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    engine = NormEngine(model, track_init_distance=True, track_update_size=True)
+    with torch.enable_grad():
+        snap = engine.compute()
+    assert not snap.layer_norm.requires_grad
+    assert snap.init_distance is not None and not snap.init_distance.requires_grad
+    assert not ng.total_norm(model).requires_grad
+
+
+def test_functional_api_builds_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("layer_norms/total_norm should not build a NormEngine")
+
+    monkeypatch.setattr(NormEngine, "__init__", refuse)
+    model = nn.Linear(2, 2)
+    assert set(ng.layer_norms(model)) == {ROOT_LAYER}
+    assert ng.total_norm(model).item() > 0
+
+
+@pytest.mark.parametrize("value", ["no", 0, 1, None, "False"])
+def test_include_frozen_must_be_a_bool(value: object) -> None:
+    with pytest.raises(TypeError, match=r"^Expected argument `include_frozen` to be a bool but got"):
+        NormEngine(nn.Linear(1, 1), include_frozen=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`include_frozen`"):
+        ng.layer_norms(nn.Linear(1, 1), include_frozen=value)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`include_frozen`"):
+        ng.total_norm(nn.Linear(1, 1), include_frozen=value)  # type: ignore[arg-type]
+
+
+def test_flags_must_be_bools_and_numpy_bools_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match="`track_init_distance`"):
+        NormEngine(nn.Linear(1, 1), track_init_distance="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="`track_update_size`"):
+        NormEngine(nn.Linear(1, 1), track_update_size=1)  # type: ignore[arg-type]
+    frozen = nn.Linear(1, 1).requires_grad_(False)
+    assert NormEngine(frozen, include_frozen=np.bool_(True)).include_frozen is True
+
+
+def test_meta_parameters_are_refused_at_construction() -> None:
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 1))
+    with pytest.raises(ValueError, match=r"`model` to have materialised parameters.*'meta' device \(layers 0, 1\)"):
+        NormEngine(model)
+    with pytest.raises(ValueError, match="'meta' device"):
+        ng.layer_norms(model)
+    model.to_empty(device="cpu")
+    assert set(NormEngine(model).layer_names) == {"0", "1"}  # materialised: accepted
+
+
+def test_layer_sq_is_kept_for_earlier_callers() -> None:
+    snap = NormEngine(make_filled(2.0, torch.float32, layers=1)).compute()
+    assert snap.layer_sq.tolist() == pytest.approx([24.0])  # 6 entries of 2.0
+    snap.layer_sq = snap.layer_sq * 4
+    assert snap.to_host()[0].layer_norms["0"] == pytest.approx(math.sqrt(96.0))
