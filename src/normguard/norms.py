@@ -46,6 +46,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
+from normguard.validation import check_bool, check_choice
+
 try:  # what clip_grad uses to decide between the fused kernel and a per-tensor loop
     from torch.utils._foreach_utils import _device_has_foreach_support
 except ImportError:  # pragma: no cover - the private helper moved or is missing in this build
@@ -73,37 +75,9 @@ __all__ = [
 
 
 # ------------------------------------------------------------------ argument checks
-def _check_bool(name: str, value: object) -> bool:
-    """``value`` as a bool if it is one (Python or NumPy); anything else is refused.
-
-    Example:
-        >>> _check_bool("include_frozen", True)
-        True
-        >>> _check_bool("include_frozen", "no")
-        Traceback (most recent call last):
-        ...
-        TypeError: Expected argument `include_frozen` to be a bool but got 'no'.
-    """
-    kind = type(value)
-    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")):
-        return bool(value)
-    raise TypeError(f"Expected argument `{name}` to be a bool but got {value!r}.")
-
-
 def _check_offload(value: object) -> Offload:
-    """``value`` if it is one of :data:`Offload`'s options.
-
-    Example:
-        >>> _check_offload("cpu")
-        'cpu'
-        >>> _check_offload("gpu")
-        Traceback (most recent call last):
-        ...
-        ValueError: Expected argument `offload` to be 'cpu' or 'device' but got 'gpu'.
-    """
-    if isinstance(value, str) and value in get_args(Offload):
-        return value  # type: ignore[return-value]
-    raise ValueError(f"Expected argument `offload` to be 'cpu' or 'device' but got {value!r}.")
+    """``value`` if it is one of :data:`Offload`'s options (see :func:`normguard.validation.check_choice`)."""
+    return check_choice("offload", value, get_args(Offload))  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ parameters and layers
@@ -152,7 +126,7 @@ def group_parameters(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected argument `model` to be a torch.nn.Module but got {type(model)}.")
-    include_frozen = _check_bool("include_frozen", include_frozen)
+    include_frozen = check_bool("include_frozen", include_frozen)
     seen: set[int] = set()
     groups: dict[str, list[Tensor]] = {}
     for module_name, module in model.named_modules(remove_duplicate=True):
@@ -502,9 +476,9 @@ class NormEngine:
         offload: Offload = "device",
     ) -> None:
         self.offload: Offload = _check_offload(offload)
-        self.include_frozen = _check_bool("include_frozen", include_frozen)
-        self.track_init_distance = _check_bool("track_init_distance", track_init_distance)
-        self.track_update_size = _check_bool("track_update_size", track_update_size)
+        self.include_frozen = check_bool("include_frozen", include_frozen)
+        self.track_init_distance = check_bool("track_init_distance", track_init_distance)
+        self.track_update_size = check_bool("track_update_size", track_update_size)
         self.model = model
         self.optimizer = optimizer
         self._signature: tuple[object, ...] = ()

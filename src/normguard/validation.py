@@ -60,16 +60,17 @@ def check_number(
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """A real ``bool`` (a string such as ``"no"`` is refused, not read as True)."""
-    if not isinstance(value, bool):
-        raise ValueError(f"Expected argument `{name}` to be True or False but got {value!r}.")
-    return value
+    """A real ``bool``, Python's or numpy's (a string such as ``"no"`` is refused, not read as True)."""
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_")):
+        return bool(value)
+    raise TypeError(f"Expected argument `{name}` to be a bool but got {value!r}.")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
     """One of ``choices``."""
     options = list(choices)
-    if not isinstance(value, str | int | type(None)) or value not in options:
+    if not isinstance(value, (str, int, type(None))) or value not in options:
         shown = ", ".join(repr(c) for c in options)
         raise ValueError(f"Expected argument `{name}` to be one of {shown} but got {value!r}.")
     return value

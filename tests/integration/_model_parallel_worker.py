@@ -33,8 +33,8 @@ def main(out_dir: str) -> None:
     import lightning as L
     from lightning.pytorch.strategies import ModelParallelStrategy
 
-    from normguard.lightning import NormGuardCallback
     from normguard.best import BestWeights
+    from normguard.lightning import NormGuardCallback
 
     logging.getLogger("lightning").setLevel(logging.ERROR)
 

@@ -178,7 +178,7 @@ def test_state_of_another_model_is_refused_at_load() -> None:
         ({"action": []}, ValueError, "`action` to be a non-empty list"),
         ({"sinks": [object()]}, TypeError, r"`sinks\[0\]` to be a sink"),
         ({"sinks": "tb"}, TypeError, "`sinks` to be a list"),
-        ({"include_frozen": "no"}, ValueError, "`include_frozen` to be True or False"),
+        ({"include_frozen": "no"}, TypeError, "`include_frozen` to be a bool"),
         ({"mode": "max"}, ValueError, "`mode` to be 'min' when no validation metric"),
         ({"every_n_steps": 2.5}, ValueError, "`every_n_steps`"),
         ({"noise_floor": -1.0}, ValueError, "`noise_floor`"),

@@ -165,7 +165,7 @@ def test_bad_arguments() -> None:
         NormEngine(nn.ReLU())
     with pytest.raises(TypeError, match=r"`model` to be a torch\.nn\.Module"):
         ng.layer_norms("not a model")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"^Expected argument `offload` to be 'cpu' or 'device' but got 'gpu'\.$"):
+    with pytest.raises(ValueError, match=r"^Expected argument `offload` to be one of 'cpu', 'device' but got 'gpu'\.$"):
         NormEngine(nn.Linear(1, 1), offload="gpu")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`offload`"):
         NormEngine(nn.Linear(1, 1), offload=["cpu"])  # type: ignore[arg-type]

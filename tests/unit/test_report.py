@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from normguard import report
-from normguard import tags
-from normguard.sinks import SummaryWriterSink
+from normguard import report, tags
 from normguard.cli import main
 from normguard.events import Event, EventKind
+from normguard.sinks import SummaryWriterSink
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_loop.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
