@@ -206,7 +206,7 @@ def test_csv_and_several_loggers_get_the_scalars(tmp_path: Path) -> None:
     with open(Path(csv_logger.log_dir) / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     totals = [(int(r["step"]), float(r[tags.TOTAL_NORM])) for r in rows if r.get(tags.TOTAL_NORM)]
-    assert [s for s, _ in totals][:4] == [2, 4, 4, 6]  # step 4: the train check, then the validation check
+    assert [s for s, _ in totals][:4] == [2, 4, 6, 8]  # one row per step: the train check and validation at 4 merged
     assert totals[-1][1] == pytest.approx(ng.total_norm(module).item(), rel=1e-6)
     assert any(r.get(tags.layer_tag("net.0")) for r in rows)
     assert tags.TOTAL_NORM in read_events(tb_logger.log_dir).Tags()["scalars"]
@@ -294,7 +294,7 @@ def test_stops_mid_epoch_without_validation(tmp_path: Path, noise_task: dict[str
     assert len(stop) == 1 and trainer.global_step == stop[0].step < 400 and stop[0].step % 4 != 0
     acc = read_events(logger.log_dir)
     assert [e.step for e in acc.Scalars(tags.event_tag("stop"))] == [stop[0].step]
-    [text] = [t for t in acc.Tags()["tensors"] if t.startswith(tags.EVENTS_TEXT)]
+    [text] = [t for t in acc.Tags()["tensors"] if t.startswith(tags.EVENTS_TEXT + "/")]
     assert b"[stop]" in acc.Tensors(text)[-1].tensor_proto.string_val[0]
 
 
@@ -368,13 +368,54 @@ def test_two_callbacks_coexist_in_a_checkpoint_and_duplicates_fail(tmp_path: Pat
 
 
 def test_state_from_an_older_version_loads() -> None:
-    guard = NormGuardCallback(every_n_train_steps=2, action="stop")
-    guard.load_state_dict({"monitor": {"detector": {"norms": [[2, 1.0]]}}})  # keys missing: defaults
+    # a normguard 0.1 checkpoint state: version 1, no fingerprint, `best_train` instead of `divergence`
+    first = NormGuardCallback(every_n_train_steps=2, action="stop")
     train, val = loaders(random_regression(), batch_size=16)
-    trainer = L.Trainer(max_steps=4, logger=False, callbacks=[guard], **QUIET)
-    trainer.fit(Regressor(mlp()), train, val)
-    assert guard.monitor is not None and guard.detector.state_dict()["norms"][0] == [2, 1.0]
-    assert len(guard.verdicts) >= 2
+    L.Trainer(max_steps=4, logger=False, callbacks=[first], **QUIET).fit(Regressor(mlp()), train, val)
+    old = first.state_dict()
+    monitor = {k: v for k, v in old["monitor"].items() if k not in ("fingerprint", "divergence", "nonfinite")}
+    old = {**old, "version": 1, "monitor": {**monitor, "version": 1, "best_train": 0.5}}
+    guard = NormGuardCallback(every_n_train_steps=2, action="stop")
+    guard.load_state_dict(old)
+    trainer = L.Trainer(max_steps=8, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(Regressor(mlp()), train, val, ckpt_path=None)
+    assert guard.monitor is not None and guard.monitor.divergence.best <= 0.5
+    assert guard.detector.state_dict()["norms"][0] == first.detector.state_dict()["norms"][0]
+
+
+@pytest.mark.parametrize("bad", [None, [], {"monitor": None}, {"monitor": {"detector": {}}}])
+def test_garbage_state_is_refused(bad: Any) -> None:
+    guard = NormGuardCallback(every_n_train_steps=2)
+    train, _ = loaders(random_regression(), batch_size=16)
+    with pytest.raises(ng.StateError):
+        guard.load_state_dict(bad)
+        L.Trainer(max_steps=2, logger=False, callbacks=[guard], **QUIET).fit(Regressor(mlp()), train)
+
+
+def test_state_of_another_model_is_refused_at_fit_start() -> None:
+    first = NormGuardCallback(every_n_train_steps=2, action="stop")
+    train, val = loaders(random_regression(), batch_size=16)
+    L.Trainer(max_steps=4, logger=False, callbacks=[first], **QUIET).fit(Regressor(mlp()), train, val)
+    other = NormGuardCallback(every_n_train_steps=2, action="stop")
+    other.load_state_dict(first.state_dict())
+    wider = Regressor(torch.nn.Sequential(torch.nn.Linear(6, 32), torch.nn.ReLU(), torch.nn.Linear(32, 1)))
+    with pytest.raises(ng.StateError, match="belongs to another model"):
+        L.Trainer(max_steps=4, logger=False, callbacks=[other], **QUIET).fit(wider, train, val)
+
+
+def test_a_reused_callback_starts_fresh_on_a_new_fit() -> None:
+    guard = NormGuardCallback(every_n_train_steps=2, noise_floor=1.0, action="stop_no_restore")
+    train, val = loaders(random_regression(), batch_size=16)
+    L.Trainer(max_steps=10, logger=False, callbacks=[guard], **QUIET).fit(Regressor(mlp()), train, val)
+    assert guard.monitor is not None
+    guard.monitor.request_stop(10, "the first run stopped")  # as if the first fit had fired and stopped
+    assert guard.should_stop
+    # a new Trainer and model: nothing carries over (no stop, no windows, checks from step 2)
+    trainer = L.Trainer(max_steps=6, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(Regressor(mlp(), lr=1e-4), train)
+    assert trainer.global_step == 6 and not guard.should_stop
+    assert [v.step for v in guard.verdicts] == [2, 4, 6]
+    assert guard.events == []
 
 
 # ---------------------------------------------------------------------------- misconfiguration
@@ -602,6 +643,7 @@ def test_quickstart_example_runs() -> None:
     proc = subprocess.run([sys.executable, str(script), "--steps", "60"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = {line.split("  ")[0].strip(): line.split() for line in proc.stdout.splitlines()}
-    assert lines["steps run"][-2:] == ["60", "40"]  # watch runs to the end; guard stops at the signature
+    watch_steps, guard_steps = map(int, lines["steps run"][-2:])
+    assert watch_steps == 60 and guard_steps < 60  # watch runs to the end; guard stops at the signature
     test_watch, test_guard = map(float, lines["test MSE"][-2:])
     assert test_guard < test_watch
