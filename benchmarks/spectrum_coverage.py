@@ -18,7 +18,7 @@ the uncorrected fit; how often the range test failed; B; and the cost: wall time
 default call over that of the point estimate alone (``n_bootstrap=0``), both timed on the
 same data set.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/spectrum_coverage.py [--reps 20] [--out FILE]``
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/spectrum_coverage.py [--reps 20 8] [--out FILE]``
 (writes the markdown table to stdout and, with ``--out``, to FILE).
 """
 
@@ -149,7 +149,13 @@ def row_md(label: str, alpha: str, ratio: str, d: str, s: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=20, help="data sets per cell (default: %(default)s)")
+    parser.add_argument(
+        "--reps",
+        type=int,
+        nargs="+",
+        default=[20],
+        help="data sets per cell: one number, or one per --dims entry (default: %(default)s)",
+    )
     parser.add_argument("--alphas", type=float, nargs="+", default=[1.2, 1.5, 2.0, 2.5])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.5, 1.0, 2.0, 5.0])
     parser.add_argument("--dims", type=int, nargs="+", default=[200, 800])
@@ -157,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="also write the markdown to this file")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     args = parser.parse_args(argv)
+    if len(args.reps) not in (1, len(args.dims)):
+        parser.error("--reps takes one number or one per --dims entry")
+    reps_of = dict(zip(args.dims, args.reps * len(args.dims) if len(args.reps) == 1 else args.reps))
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     start = time.perf_counter()
@@ -164,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_misfit:
         cells += [Cell(k, 1.5, r, d) for k in ("flat-head", "wiggle") for d in args.dims for r in (0.5, 2.0)]
     for index, cell in enumerate(cells):
-        run_cell(cell, args.reps, seed0=1000 * index)
+        run_cell(cell, reps_of[cell.d], seed0=1000 * index)
         s = summarise(cell.rows)
         print(
             f"[{time.perf_counter() - start:6.0f} s] {cell.kind} α={cell.alpha} n/d={cell.ratio} d={cell.d}: "
