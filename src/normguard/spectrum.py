@@ -593,11 +593,18 @@ def _bootstrap_size(point_cost: float, p: int, n_rows: int) -> int:
     return int(min(_B_MAX, max(_B_MIN, _INTERVAL_COST_FACTOR * point_cost // replicate)))
 
 
-def _point_cost(n: int, d: int, *, streaming: bool = False) -> float:
-    """The cost model's estimate of the point estimate (in-memory product or streamed outer products)."""
+def _point_cost(n: int, d: int, *, streaming: bool = False, float32: bool = False) -> float:
+    """The cost model's estimate of the point estimate (in-memory product or streamed outer products).
+
+    The float32 route (rule 1) runs its product about twice and its ``eigvalsh`` about 1.2×
+    as fast as float64 (benchmarks/RESULTS_spectrum.md); replicates are always float64.
+    """
     k = min(n, d)
     product = _COST_MAC * n * d * d if streaming else _COST_MAC * n * d * k / 2
-    return _COST_PASS * n * d + product + _eig_cost(k) + _COST_POINT_CALL
+    eig = _eig_cost(k)
+    if float32:
+        product, eig = product / 2, eig / 1.2
+    return _COST_PASS * n * d + product + eig + _COST_POINT_CALL
 
 
 def _with_interval(
@@ -721,7 +728,7 @@ def estimate_alpha(
             ci_method=ci_method,
             n_bootstrap=n_bootstrap,
             seed=seed,
-            point_cost=_point_cost(n, d),
+            point_cost=_point_cost(n, d, float32=dtype == torch.float32),
         )
     if warn:
         _warn_if_poor(est)
