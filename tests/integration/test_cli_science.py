@@ -20,6 +20,9 @@ def files(tmp_path_factory):
     np.save(root / "nan.npy", bad)
     np.save(root / "vec.npy", X[:, 0])
     np.savetxt(root / "digits.csv", X[:300], delimiter=",")
+    np.save(root / "complex.npy", X[:100, :10] + 1j)
+    np.savez(root / "other.npz", data=X)
+    np.save(root / "wide.npy", np.random.default_rng(0).normal(size=(3, 20000)))
     return root
 
 
@@ -31,6 +34,10 @@ def run_json(capsys, argv):
 def test_spectrum_json_and_plot(files, capsys, tmp_path):
     out = run_json(capsys, ["spectrum", str(files / "digits.npz"), "--plot", str(tmp_path / "s.png")])
     assert {"alpha", "alpha_ci", "r2", "fit_range", "n_samples", "n_features"} <= set(out)
+    interval_keys = {"ci_method", "n_bootstrap", "bias", "alpha_uncorrected", "alpha_corrected", "alpha_se"}
+    assert interval_keys | {"range_test", "range_statistic", "range_threshold", "range_widening"} <= set(out)
+    assert out["ci_method"] == "parametric-bootstrap" and out["n_bootstrap"] >= 12
+    assert out["range_test"] in {"pass", "fail"}
     assert out["n_samples"] == 1797 and out["n_features"] == 64
     assert out["alpha_ci"][0] <= out["alpha"] <= out["alpha_ci"][1]
     assert (tmp_path / "s.png").stat().st_size > 1000
@@ -74,6 +81,15 @@ def test_pilot_json(files, capsys):
         ["theory", "--alpha", "2", "--gamma", "0.5", "--tau", "1.0", "--sigma2", "1"],
         ["pilot", "{d}/digits.npz", "--tau", "-1"],
         ["pilot", "{d}/nan.npy", "--tau", "0.1"],
+        ["spectrum", "{d}/digits.csv", "--plot", "{d}/missing/dir/x.png"],
+        ["spectrum", "{d}/digits.csv", "--plot", "{d}/x.txt"],
+        ["theory", "--alpha", "2", "--gamma", "0.5", "--tau", "0.2", "--plot", "/missing/x.png"],
+        ["theory", "--alpha", "2", "--gamma", "0.5", "--tau", "0.2", "--plot", "{d}/x.txt"],
+        ["spectrum", "{d}/complex.npy"],
+        ["spectrum", "{d}/other.npz"],
+        ["spectrum", "{d}/wide.npy"],
+        ["spectrum", "{d}/wide.npy", "--no-center"],
+        ["spectrum", "{d}/digits.csv", "--bootstrap", "1"],
     ],
 )
 def test_bad_input_exit_2(files, capsys, argv):
@@ -98,3 +114,34 @@ def test_subprocess(files):
         check=False,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_bad_input_messages(files, capsys):
+    cases = {
+        ("spectrum", "{d}/complex.npy"): "complex",
+        ("spectrum", "{d}/other.npz"): "expected an array named 'X' but found ['data']",
+        ("spectrum", "{d}/wide.npy", "--no-center"): "n = 3 samples is too small for a fit",
+        ("spectrum", "{d}/digits.csv", "--plot", "{d}/missing/x.png"): "does not exist",
+        ("theory", "--alpha", "2", "--gamma", "0.5", "--tau", "0.2", "--plot", "{d}/x.txt"): "expected a file name",
+    }
+    for argv, message in cases.items():
+        assert main([a.replace("{d}", str(files)) for a in argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and "ComplexWarning" not in err
+
+
+def test_spectrum_text_shows_the_interval_details(files, capsys):
+    assert main(["spectrum", str(files / "digits.csv"), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "(parametric-bootstrap, B = 20)" in out and "bias estimate" in out and "range test" in out
+    assert main(["spectrum", str(files / "digits.csv"), "--ci-method", "regression-se"]) == 0
+    assert "(regression-se)" in capsys.readouterr().out
+
+
+def test_pilot_with_one_seed_has_no_interval(files, capsys):
+    argv = ["pilot", str(files / "digits.npz"), "--tau", "0.05", "--sizes", "20", "30", "45", "--seeds", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "95% interval n/a (needs --seeds >= 2)" in out
+    assert run_json(capsys, argv)["exponent_ci"] is None
+    assert main([*argv[:-1], "0"]) == 2 and "seeds" in capsys.readouterr().err

@@ -25,7 +25,8 @@ def test_recovers_alpha(alpha, shape):
     est = estimate_alpha(power_law(*shape, alpha), n_bootstrap=10, seed=1)
     assert abs(est.alpha - alpha) < 0.15
     assert est.alpha_ci[0] <= est.alpha <= est.alpha_ci[1]
-    assert est.r2 > 0.95 and est.ci_method == "bootstrap"
+    assert est.r2 > 0.95 and est.ci_method == "parametric-bootstrap" and est.n_bootstrap == 10
+    assert est.alpha == pytest.approx(est.alpha_uncorrected - est.bias) and est.range_test == "pass"
     first, last = est.fit_range
     assert 2 <= first < last <= min(shape)
     assert np.all(np.diff(est.eigenvalues) <= 0)
@@ -35,9 +36,14 @@ def test_numpy_float32_and_streaming_agree():
     X = power_law(3000, 200, 2.0, dtype=torch.float32)
     a = estimate_alpha(X.numpy(), n_bootstrap=0)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X), batch_size=256)
-    b = estimate_alpha_streaming(loader)
+    b = estimate_alpha_streaming(loader, ci_method="regression-se")
     assert a.ci_method == b.ci_method == "regression-se"
     assert abs(a.alpha - b.alpha) < 1e-3 and a.fit_range == b.fit_range
+    # the streamed default interval is the same parametric bootstrap as the in-memory one
+    c = estimate_alpha_streaming(loader, n_bootstrap=20, seed=3)
+    d = estimate_alpha(X.numpy(), n_bootstrap=20, seed=3, precision="float64")
+    assert c.ci_method == d.ci_method == "parametric-bootstrap" and c.n_bootstrap == d.n_bootstrap == 20
+    assert c.alpha_ci == pytest.approx(d.alpha_ci, abs=1e-3) and c.bias == pytest.approx(d.bias, abs=1e-3)
     assert b.n_samples == 3000 and b.n_features == 200
 
 
@@ -174,3 +180,103 @@ def test_huge_finite_values_are_not_called_nan():
     X[7, 3] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         estimate_alpha(X)
+
+
+# --------------------------------------------------------------------------- parametric bootstrap (issue 16)
+
+
+def test_coverage_of_the_default_interval_on_small_power_laws():
+    """40 data sets at d = 100 with known α: the 95 % interval covers α in at least 85 %."""
+    covered, total = 0, 0
+    for alpha, n in ((1.3, 200), (2.0, 50), (1.6, 500), (2.4, 100)):
+        for seed in range(10):
+            est = estimate_alpha(power_law(n, 100, alpha, seed=seed), n_bootstrap=20, seed=seed, warn=False)
+            covered += est.alpha_ci[0] <= alpha <= est.alpha_ci[1]
+            total += 1
+    assert total == 40 and covered / total >= 0.85
+
+
+@pytest.mark.parametrize("n_rows", [60, 20])  # Wishart (n ≥ p) and Gram (n < p) routes
+def test_simulator_matches_direct_simulation_with_a_rotation(n_rows):
+    from scipy import stats
+
+    from normguard.spectrum import simulate_sample_eigenvalues
+
+    p, draws = 30, 400
+    lam = np.arange(1, p + 1, dtype=float) ** -1.5
+    rng = np.random.default_rng(0)
+    fast = np.array([simulate_sample_eigenvalues(lam, n_rows, rng) for _ in range(draws)])
+    direct = []
+    for _ in range(draws):
+        rotation, _ = np.linalg.qr(rng.standard_normal((p, p)))  # a random population eigenbasis
+        X = rng.standard_normal((n_rows, p)) * np.sqrt(lam) @ rotation.T
+        direct.append(np.sort(np.linalg.eigvalsh(X.T @ X / n_rows))[::-1][: min(n_rows, p)])
+    direct = np.array(direct)
+    assert fast.shape == direct.shape == (draws, min(n_rows, p))
+    for i in (0, 4, 9, min(n_rows, p) - 1):
+        assert stats.ks_2samp(fast[:, i], direct[:, i]).pvalue > 1e-3, i
+        assert fast[:, i].mean() == pytest.approx(direct[:, i].mean(), rel=0.1)
+
+
+def test_range_test_accepts_a_power_law_and_rejects_a_flat_head():
+    g = torch.Generator().manual_seed(0)
+    i = torch.arange(1, 301, dtype=torch.float64)
+    pure = torch.randn(1500, 300, generator=g, dtype=torch.float64) * i**-0.75
+    flat = torch.randn(1500, 300, generator=g, dtype=torch.float64) * torch.clamp(i, min=12) ** -0.75
+    ok = estimate_alpha(pure, n_bootstrap=30, seed=1)
+    assert ok.range_test == "pass" and ok.range_widening == 0.0 and ok.range_statistic <= ok.range_threshold
+    with pytest.warns(UserWarning, match="not a power law over the fit range"):
+        bad = estimate_alpha(flat, n_bootstrap=30, seed=1)
+    assert bad.range_test == "fail" and bad.range_statistic > bad.range_threshold
+    # the uncorrected fit is reported, and the interval is widened by the sub-ranges' disagreement
+    assert bad.alpha == bad.alpha_uncorrected != bad.alpha_corrected
+    half = (bad.alpha_ci[1] - bad.alpha_ci[0]) / 2
+    assert bad.range_widening > 0 and half > bad.range_widening
+    assert bad.alpha_ci[0] < bad.alpha < bad.alpha_ci[1]
+
+
+def test_bias_correction_moves_toward_the_truth_when_n_is_below_d():
+    X = power_law(150, 600, 1.2, seed=2)  # sample eigenvalues near n are inflated: the raw fit is biased low
+    est = estimate_alpha(X, n_bootstrap=30, seed=0)
+    assert est.bias < 0 and abs(est.alpha - 1.2) < abs(est.alpha_uncorrected - 1.2)
+
+
+def test_too_few_samples_give_a_warning_and_no_interval():
+    X = np.random.default_rng(0).normal(size=(3, 20000))
+    with pytest.raises(ValueError, match="rank < 3"):
+        estimate_alpha(X)  # centred: only 2 eigenvalues
+    with pytest.warns(UserWarning, match="too small for a fit"):
+        est = estimate_alpha(X, center=False)
+    assert est.ci_method == "none" and np.isnan(est.alpha_ci).all() and est.to_dict()["alpha_ci"] == [None, None]
+    with pytest.warns(UserWarning, match="only 5 eigenvalues in the fit range"):
+        estimate_alpha(power_law(2000, 60, 2.0), fit_range=(2, 6), n_bootstrap=10)
+
+
+def test_interval_methods_by_name_and_bad_arguments():
+    X = power_law(400, 40, 1.8, seed=7)
+    assert estimate_alpha(X, ci_method="bootstrap", n_bootstrap=20).ci_method == "bootstrap"
+    assert estimate_alpha(X, ci_method="regression-se").ci_method == "regression-se"
+    assert estimate_alpha(X, n_bootstrap=0).ci_method == "regression-se"
+    est = estimate_alpha(X)
+    assert est.ci_method == "parametric-bootstrap" and 12 <= est.n_bootstrap <= 100
+    keys = {"alpha_uncorrected", "alpha_corrected", "bias", "alpha_se", "range_test", "n_bootstrap", "ci_method"}
+    assert keys <= set(est.to_dict())
+    with pytest.raises(ValueError, match="ci_method"):
+        estimate_alpha(X, ci_method="jackknife")
+    with pytest.raises(ValueError, match="n_bootstrap"):
+        estimate_alpha(X, n_bootstrap=1)
+    with pytest.raises(ValueError, match="ci_method"):
+        CovarianceAccumulator().estimate(ci_method="bootstrap")
+    with pytest.raises(ValueError, match="`X` to be real"):
+        estimate_alpha(X.numpy() + 1j)
+    with pytest.raises(ValueError, match="`X` to be real"):
+        estimate_alpha(torch.complex(X, X))
+
+
+def test_layer_input_alphas_use_the_parametric_interval():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(40, 20), torch.nn.ReLU(), torch.nn.Linear(20, 1))
+    scale = torch.arange(1, 41, dtype=torch.float32) ** -0.75
+    out = layer_input_alphas(net, [torch.randn(500, 40) * scale for _ in range(2)], n_bootstrap=15, seed=1)
+    assert out["0"].ci_method == "parametric-bootstrap" and out["0"].n_bootstrap == 15
+    assert out["0"].alpha_ci[0] <= 1.5 <= out["0"].alpha_ci[1]

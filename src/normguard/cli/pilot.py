@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: expected y of shape ({X.shape[0]},) but got {y.shape}")
     if not np.isfinite(y).all():
         raise UsageError(f"{args.file}: y holds NaN or inf values")
+    if args.seeds < 1:
+        raise UsageError(f"Expected argument `seeds` to be >= 1 but got {args.seeds}.")
     if not args.tau > 0:
         raise UsageError(f"Expected argument `tau` to be > 0 but got {args.tau!r}.")
     mean_sq = float(np.mean(np.asarray(y, dtype=np.float64) ** 2))
@@ -56,13 +58,16 @@ def run(args: argparse.Namespace) -> int:
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if args.json:
         out = res.to_dict()
+        if args.seeds < 2:  # a bootstrap over one seed has no spread: no interval
+            out["exponent_ci"] = None
         out["n_samples"], out["n_features"] = int(X.shape[0]), int(X.shape[1])
         out["warnings"] = notes
         print(json.dumps(out))
         return 0
     lo, hi = res.exponent_ci
+    interval = f"95% interval [{lo:.3f}, {hi:.3f}]" if args.seeds >= 2 else "95% interval n/a (needs --seeds >= 2)"
     print(f"data        n = {X.shape[0]}, d = {X.shape[1]}, tau = {res.tau:g} (mean y^2 = {mean_sq:.4g})")
-    print(f"exponent    {res.exponent:.3f}   95% interval [{lo:.3f}, {hi:.3f}]  (||beta||^2 ~ n^exponent)")
+    print(f"exponent    {res.exponent:.3f}   {interval}  (||beta||^2 ~ n^exponent)")
     print(f"data alpha  {res.alpha:.3f}   95% interval [{res.alpha_ci[0]:.3f}, {res.alpha_ci[1]:.3f}]")
     print("size   median ||beta||^2")
     for n, v in zip(res.sizes, res.norms_sq):

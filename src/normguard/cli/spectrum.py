@@ -1,7 +1,9 @@
 """``normguard spectrum FILE``: the eigendecay exponent α of a data matrix.
 
-FILE is ``.npy``, ``.npz`` (array ``X``), ``.pt`` (a tensor, or a dict with ``X``) or
-``.csv`` (numbers, comma-separated, an optional header row); rows are samples.
+FILE is ``.npy``, ``.npz`` (array ``X``; an archive without an ``X`` is refused, even with
+a single array, so that a wrongly named array is never used by accident), ``.pt`` (a
+tensor, or a dict with ``X``) or ``.csv`` (numbers, comma-separated, an optional header
+row); rows are samples, real numbers (complex input is refused).
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--bootstrap",
         type=int,
         default=None,
-        help="bootstrap replicates for the interval (default: chosen from a compute budget)",
+        help="bootstrap replicates B for the interval (default: chosen from a compute budget; 0: regression interval)",
+    )
+    parser.add_argument(
+        "--ci-method",
+        choices=("parametric-bootstrap", "bootstrap", "regression-se"),
+        default="parametric-bootstrap",
+        help="how the 95%% interval is made (default: %(default)s, see normguard.spectrum)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -49,9 +57,10 @@ def _from_npz(path: str, key: str) -> np.ndarray:
     with np.load(path, allow_pickle=False) as archive:
         if key in archive:
             return archive[key]
-        if len(archive.files) == 1 and key == "X":
-            return archive[archive.files[0]]
-        raise UsageError(f"{path}: expected an array named {key!r} but found {archive.files}")
+        raise UsageError(
+            f"{path}: expected an array named {key!r} but found {archive.files} "
+            f"(save it with np.savez(path, {key}=array))"
+        )
 
 
 def load_array(path: str, key: str = "X") -> np.ndarray:
@@ -74,6 +83,8 @@ def load_array(path: str, key: str = "X") -> np.ndarray:
                 obj = obj[key]
             if not isinstance(obj, torch.Tensor):
                 raise UsageError(f"{path}: expected a tensor but found {type(obj).__name__}")
+            if obj.is_complex():
+                raise UsageError(f"{path}: expected real numbers but found complex dtype {obj.dtype}")
             data = obj.detach().to(dtype=torch.float64).numpy()
         elif ext == ".csv":
             try:
@@ -89,9 +100,47 @@ def load_array(path: str, key: str = "X") -> np.ndarray:
             f"could not read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         ) from exc
     data = np.asarray(data)
-    if not np.issubdtype(data.dtype, np.number):
+    if not np.issubdtype(data.dtype, np.number) or data.dtype == np.bool_:
         raise UsageError(f"{path}: expected numbers but found dtype {data.dtype}")
+    if np.iscomplexobj(data):
+        raise UsageError(f"{path}: expected real numbers but found complex dtype {data.dtype}")
     return data
+
+
+def check_plot_path(path: str) -> None:
+    """Refuse a ``--plot`` path that cannot be written (missing folder, unknown format) up front.
+
+    Example:
+        >>> check_plot_path("/no/such/folder/x.png")
+        Traceback (most recent call last):
+        ...
+        normguard.cli.UsageError: --plot /no/such/folder/x.png: the folder /no/such/folder does not exist
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"--plot {path}: the folder {folder} does not exist")
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UsageError("--plot needs matplotlib: pip install normguard[report]") from exc
+    formats = Figure().canvas.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    if ext not in formats:
+        raise UsageError(
+            f"--plot {path}: expected a file name ending in one of {', '.join('.' + f for f in sorted(formats))} "
+            f"but got {('.' + ext) if ext else 'no extension'}"
+        )
+
+
+def save_figure(save: Any, path: str) -> None:
+    """Call ``save(path)``; an error writing the file becomes a one-line UsageError."""
+    try:
+        save(path)
+    except ImportError as exc:
+        raise UsageError(str(exc)) from exc
+    except (OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UsageError(f"--plot {path}: could not save the figure: {reason}") from exc
 
 
 def load_matrix(path: str, key: str = "X") -> np.ndarray:
@@ -113,6 +162,8 @@ def _fmt(value: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from normguard.science.spectrum import estimate_alpha, plot_spectrum
 
+    if args.plot:
+        check_plot_path(args.plot)
     X = load_matrix(args.file)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -124,15 +175,15 @@ def run(args: argparse.Namespace) -> int:
                 n_bootstrap=args.bootstrap,
                 seed=args.seed,
                 precision=args.precision,
+                ci_method=args.ci_method,
             )
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    if est.ci_method == "none":  # n too small for a fit: refuse rather than print a meaningless alpha
+        raise UsageError(next(note for note in notes if "too small" in note))
     if args.plot:
-        try:
-            plot_spectrum(est, path=args.plot)
-        except ImportError as exc:
-            raise UsageError(str(exc)) from exc
+        save_figure(lambda path: plot_spectrum(est, path=path), args.plot)
     if args.json:
         out = est.to_dict()
         out["density_tail_exponent"] = est.density_tail_exponent()
@@ -143,7 +194,23 @@ def run(args: argparse.Namespace) -> int:
         return 0
     lo, hi = est.alpha_ci
     first, last = est.fit_range
-    print(f"alpha      {_fmt(est.alpha)}   95% interval [{_fmt(lo)}, {_fmt(hi)}] ({est.ci_method})")
+    replicates = f", B = {est.n_bootstrap}" if est.n_bootstrap else ""
+    print(f"alpha      {_fmt(est.alpha)}   95% interval [{_fmt(lo)}, {_fmt(hi)}] ({est.ci_method}{replicates})")
+    if est.ci_method == "parametric-bootstrap":
+        used = "used" if est.range_test != "fail" else "not used: the range test failed"
+        print(
+            f"           fit {_fmt(est.alpha_uncorrected)}, bias estimate {est.bias:+.3g}, "
+            f"bias-corrected {_fmt(est.alpha_corrected)} ({used})"
+        )
+        if est.range_test == "not run":
+            print("range test not run (fit range too short)")
+        else:
+            verdict = "consistent with a power law" if est.range_test == "pass" else "NOT a power law"
+            sign = "<=" if est.range_test == "pass" else ">"
+            print(
+                f"range test {est.range_test}: {verdict} over the fit range "
+                f"(statistic {est.range_statistic:.3g} {sign} {est.range_threshold:.3g})"
+            )
     print(f"R^2        {est.r2:.4f}")
     print(f"fit range  eigenvalues {first}..{last} of {est.eigenvalues.size}")
     print(f"data       n = {est.n_samples} samples, d = {est.n_features} features")

@@ -13,6 +13,7 @@ import json
 import numpy as np
 
 from normguard.cli import UsageError
+from normguard.cli.spectrum import check_plot_path, save_figure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,13 +51,17 @@ def _plot(args: argparse.Namespace, path: str) -> None:
     ax.set_ylabel("test error")
     ax.set_title(f"near-interpolation trade-off (γ = {args.gamma:g})")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        save_figure(lambda target: fig.savefig(target, dpi=120, bbox_inches="tight"), path)
+    finally:
+        plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
     from normguard.science.theory import predict
 
+    if args.plot:
+        check_plot_path(args.plot)
     try:
         p = predict(args.alpha, args.gamma, args.tau, args.sigma2)
     except ValueError as exc:

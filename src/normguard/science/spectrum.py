@@ -31,19 +31,48 @@ How α is measured (the rule, exactly):
    ``first + 7`` where possible, and never exceeds ``m``.
 4. Ordinary least squares of log λ_i on log i over that range; α is minus the slope.
 
-Interval (``alpha_ci``, 95 %): by default a bootstrap over samples — resample the rows
-with replacement, recompute the eigenvalues, refit over the *same* index range, and take
-the 2.5 % and 97.5 % percentiles, shifted so that the replicates' mean sits on the point
-estimate (resampling with replacement duplicates rows, which biases the replicates' α by
-about the interval's width; the shift removes that bias). One replicate costs about as much as the point estimate
-(a Gram product and an ``eigvalsh``), so ``n_bootstrap=None`` picks the number of
-replicates from a budget (200 for small data, down to 20) and falls back to the
-regression's 95 % t-interval (``ci_method == "regression-se"``) when even 20 replicates
-would cost more than about 4·10¹⁰ flops. The regression interval ignores sampling noise
-and the correlation of neighbouring eigenvalues: treat it as a fit-quality interval only.
-The streaming form (:class:`CovarianceAccumulator`) always uses the regression interval.
+Interval (``alpha_ci``, 95 %), ``ci_method="parametric-bootstrap"`` (the default):
 
-A warning is issued when the spectrum is not a power law (R² < 0.9) or α ≤ 1.
+5. Simulate the sample covariance's eigenvalues under the *fitted* spectrum, λ_i = i^(−α̂)
+   for i = 1..p (p = d, or the rank m when the data is rank-deficient), from n Gaussian rows
+   (n − 1 when centred: centring removes one degree of freedom). Eigenvalues are rotation
+   invariant, so no d×d rotation is drawn: for n ≥ p the covariance is a Wishart matrix,
+   drawn by the Bartlett decomposition (a p×p lower triangle with √χ²_{n−i+1} on the
+   diagonal and N(0, 1) below, rows scaled by √λ_i); for n < p it is the n×n Gram matrix
+   of n scaled normal rows (:func:`simulate_sample_eigenvalues`). Refit α over the same
+   index range. The mean refit minus α̂ estimates the fit's finite-sample bias; it is
+   subtracted (``alpha = alpha_uncorrected − bias``), and the replicates' spread ``s``
+   gives ``alpha ± t_{B−1, 0.975} · s · √(1 + 1/B)`` (the t quantile and √(1 + 1/B) account
+   for B replicates estimating the spread and the bias).
+6. Fit-range consistency test: split the fit range into K = 3 (or 2, for short ranges)
+   consecutive sub-ranges of equal length in log i and refit each, in the data and in every
+   replicate. For each sub-range, the difference from the whole range's α is compared with
+   the replicates' differences (mean c_k, spread s_k): the statistic is
+   max_k |δ_k − c_k| / s_k, and the test fails when it exceeds the replicates' 95th
+   percentile of that maximum (taken from their normal approximation with a Bonferroni
+   split over K, t_{B−1, 1−0.025/K} · √(1 + 1/B): steadier than an order statistic of a few
+   dozen replicates). On failure the spectrum is "not a power law over the fit range": the
+   bias correction (which assumes a power law) is dropped, ``alpha`` is the uncorrected fit,
+   the interval is centred on it and widened on each side by the data's disagreement
+   max_k |δ_k − c_k|, and a warning says so. ``range_test`` records ``"pass"``,
+   ``"fail"`` or ``"not run"`` (fewer than 6 points in the range, or no replicates).
+7. B (``n_bootstrap=None``): as many replicates as cost about 10× the point estimate by a
+   cost model of both (at least 12, at most 100; at B = 12 the t quantile and √(1 + 1/B)
+   widen the interval by 17 % over a normal one with the same spread). For n ≥ d a replicate costs a d×d
+   product and ``eigvalsh`` whatever n is, so large n gets more replicates.
+
+Other intervals, by name: ``ci_method="bootstrap"`` resamples the rows with replacement,
+refits over the same range and takes the 2.5 % and 97.5 % percentiles shifted onto α̂
+(the previous default; it under-covers: see benchmarks/RESULTS_spectrum.md), and
+``ci_method="regression-se"`` (or ``n_bootstrap=0``) is the regression's 95 % t-interval
+of the slope, which treats correlated log-eigenvalues as independent: a fit-quality
+interval only. The streaming form (:class:`CovarianceAccumulator`) and
+:func:`layer_input_alphas` use the parametric bootstrap too (it needs only the eigenvalues).
+
+A warning is issued when the spectrum is not a power law (R² < 0.9 or the range test
+fails), when α ≤ 1, and when the fit range holds fewer than 8 eigenvalues; when the rank is
+limited by n (n < d) to fewer than 10 eigenvalues, no interval is given (NaN): n is too small
+for a fit.
 
 Example:
     >>> import torch
@@ -51,8 +80,10 @@ Example:
     >>> X = torch.randn(2000, 200, generator=g, dtype=torch.float64)
     >>> X = X * torch.arange(1, 201, dtype=torch.float64) ** -1.0   # λ_i = i^-2
     >>> est = estimate_alpha(X, n_bootstrap=20, seed=0)
-    >>> round(est.alpha, 1), est.fit_range
-    (2.0, (2, 100))
+    >>> round(est.alpha, 1), est.fit_range, est.ci_method, est.range_test
+    (2.0, (2, 100), 'parametric-bootstrap', 'pass')
+    >>> est.alpha_ci[0] < 2.0 < est.alpha_ci[1]
+    True
 """
 
 from __future__ import annotations
@@ -95,17 +126,27 @@ class AlphaEstimate:
     """The fitted eigendecay λ_i ≈ exp(intercept) · i^(−α) of a data matrix.
 
     Attributes:
-        alpha: rank-ordered eigendecay exponent (the α of THEORY.md).
-        alpha_ci: (low, high), 95 % interval; how it was made is in ``ci_method``.
+        alpha: rank-ordered eigendecay exponent (the α of THEORY.md): the bias-corrected
+            fit for the parametric bootstrap whose range test passed, else the plain fit.
+        alpha_ci: (low, high), 95 % interval; how it was made is in ``ci_method``
+            (NaN when n is too small for a fit).
         r2: coefficient of determination of the log-log fit over ``fit_range``.
         fit_range: (first, last), 1-based inclusive eigenvalue indices used by the fit.
         eigenvalues: all eigenvalues, descending (numpy float64).
         n_samples, n_features: the data's shape.
-        intercept: the fit's intercept (natural log).
-        ci_method: ``"bootstrap"`` or ``"regression-se"``.
+        intercept: the fit's intercept (natural log), of the uncorrected fit.
+        ci_method: ``"parametric-bootstrap"``, ``"bootstrap"`` (rows resampled),
+            ``"regression-se"`` or ``"none"`` (no interval).
         n_bootstrap: replicates used (0 for the regression interval).
         precision: ``"float32"`` or ``"float64"``, the arithmetic of the product and the
             eigenvalues behind the estimate (see rule 1 of the module docstring).
+        alpha_uncorrected: the least-squares fit over ``fit_range`` (NaN: same as ``alpha``).
+        alpha_corrected: ``alpha_uncorrected − bias`` (parametric bootstrap only, else NaN).
+        bias: the parametric bootstrap's estimate of the fit's bias (NaN if not estimated).
+        alpha_se: the parametric replicates' standard deviation of α (NaN if not estimated).
+        range_test: ``"pass"``, ``"fail"`` (not a power law over the fit range) or ``"not run"``.
+        range_statistic, range_threshold: the range test's statistic and its 95 % threshold.
+        range_widening: added to each side of the interval when the range test failed (else 0).
     """
 
     alpha: float
@@ -119,6 +160,14 @@ class AlphaEstimate:
     ci_method: str = "bootstrap"
     n_bootstrap: int = 0
     precision: str = "float64"
+    alpha_uncorrected: float = math.nan
+    alpha_corrected: float = math.nan
+    bias: float = math.nan
+    alpha_se: float = math.nan
+    range_test: str = "not run"
+    range_statistic: float = math.nan
+    range_threshold: float = math.nan
+    range_widening: float = 0.0
 
     def density_tail_exponent(self) -> float:
         """WeightWatcher's "alpha": the tail exponent of the eigenvalue *density*.
@@ -136,16 +185,36 @@ class AlphaEstimate:
         return 1.0 + 1.0 / self.alpha
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-friendly summary (no eigenvalues)."""
+        """The JSON-friendly summary (no eigenvalues; NaN becomes ``None``).
+
+        Example:
+            >>> est = AlphaEstimate(2.0, (1.9, 2.1), 0.99, (2, 10), np.ones(3), 10, 3)
+            >>> d = est.to_dict()
+            >>> d["alpha_uncorrected"], d["bias"], d["range_test"]
+            (2.0, None, 'not run')
+        """
+
+        def num(value: float) -> float | None:
+            return float(value) if math.isfinite(value) else None
+
+        uncorrected = self.alpha if math.isnan(self.alpha_uncorrected) else self.alpha_uncorrected
         return {
-            "alpha": self.alpha,
-            "alpha_ci": [self.alpha_ci[0], self.alpha_ci[1]],
+            "alpha": num(self.alpha),
+            "alpha_ci": [num(self.alpha_ci[0]), num(self.alpha_ci[1])],
+            "alpha_uncorrected": num(uncorrected),
+            "alpha_corrected": num(self.alpha_corrected),
+            "bias": num(self.bias),
+            "alpha_se": num(self.alpha_se),
             "r2": self.r2,
             "fit_range": [self.fit_range[0], self.fit_range[1]],
             "n_samples": self.n_samples,
             "n_features": self.n_features,
             "ci_method": self.ci_method,
             "n_bootstrap": self.n_bootstrap,
+            "range_test": self.range_test,
+            "range_statistic": num(self.range_statistic),
+            "range_threshold": num(self.range_threshold),
+            "range_widening": num(self.range_widening),
             "precision": self.precision,
         }
 
@@ -156,12 +225,18 @@ class AlphaEstimate:
 def _as_matrix(X: Any, name: str = "X") -> Tensor:
     """A 2-d floating tensor (float32 or float64), checked for shape and NaNs."""
     if isinstance(X, np.ndarray):
-        if not np.issubdtype(X.dtype, np.number):
+        if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_):
             raise ValueError(f"Expected argument `{name}` to be numeric but got dtype {X.dtype}.")
+        if np.iscomplexobj(X):
+            raise ValueError(f"Expected argument `{name}` to be real but got complex dtype {X.dtype}.")
         X = torch.from_numpy(np.ascontiguousarray(X))
     elif not isinstance(X, Tensor):
         raise ValueError(f"Expected argument `{name}` to be a torch tensor or numpy array but got {type(X)}.")
     X = X.detach()
+    if X.is_complex():
+        raise ValueError(f"Expected argument `{name}` to be real but got complex dtype {X.dtype}.")
+    if X.dtype == torch.bool:
+        raise ValueError(f"Expected argument `{name}` to be numeric but got dtype {X.dtype}.")
     if X.ndim != 2:
         raise ValueError(
             f"Expected argument `{name}` to be a 2-d matrix (n samples × d features) but got shape {tuple(X.shape)}."
@@ -312,19 +387,44 @@ def _resolve_range(
     return first, last
 
 
-def _warn_if_poor(alpha: float, r2: float, where: str = "") -> None:
+def _warn_if_poor(est: AlphaEstimate, where: str = "", *, stacklevel: int = 3) -> None:
+    """The warnings of the module docstring: not a power law, α ≤ 1, too few eigenvalues."""
     prefix = f"{where}: " if where else ""
+    alpha, r2 = est.alpha, est.r2
+    first, last = est.fit_range
+    points = last - first + 1
+    if est.ci_method == "none":
+        warnings.warn(
+            f"{prefix}n = {est.n_samples} samples is too small for a fit on d = {est.n_features} features: "
+            f"the data has only {min(est.n_samples, est.eigenvalues.size)} eigenvalues to fit, so alpha = "
+            f"{alpha:.3g} is not meaningful and no interval is given (use at least "
+            f"{_MIN_RANK_FOR_INTERVAL + 1} samples; many more for an accurate alpha).",
+            stacklevel=stacklevel,
+        )
+    elif points < _MIN_FIT_POINTS:
+        warnings.warn(
+            f"{prefix}only {points} eigenvalues in the fit range {first}..{last} "
+            f"(n = {est.n_samples}, d = {est.n_features}): too few for a reliable power-law fit.",
+            stacklevel=stacklevel,
+        )
+    if est.range_test == "fail":
+        warnings.warn(
+            f"{prefix}not a power law over the fit range {first}..{last}: sub-ranges disagree "
+            f"(statistic {est.range_statistic:.3g} > {est.range_threshold:.3g}); alpha = {alpha:.3g} is the "
+            f"uncorrected fit and its interval is widened by {est.range_widening:.3g} on each side.",
+            stacklevel=stacklevel,
+        )
     if r2 < 0.9:
         warnings.warn(
             f"{prefix}the eigenvalue spectrum is not a power law over the fit range "
             f"(R² = {r2:.3f} < 0.9); alpha = {alpha:.3g} is not meaningful.",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
     if alpha <= 1:
         warnings.warn(
             f"{prefix}alpha = {alpha:.3g} <= 1: the spectrum decays too slowly for the "
             "power-law theory (which needs alpha > 1).",
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -363,7 +463,206 @@ def _fit_estimate(
     )
 
 
+# --------------------------------------------------------------------------- parametric bootstrap
+
+_B_MIN, _B_MAX = 12, 100
+_INTERVAL_COST_FACTOR = 10.0
+_MIN_FIT_POINTS = 8
+_MIN_RANK_FOR_INTERVAL = 10
+# Cost model (seconds per unit, measured on one core, float64; only the ratios matter): a
+# normal draw, a multiply-add of a symmetric product, the k³ and k² terms of an ``eigvalsh``,
+# one pass over the data, the fixed cost of a point estimate and of a replicate.
+_COST_NORMAL, _COST_MAC, _COST_EIG3, _COST_EIG2, _COST_PASS = 3e-8, 1e-10, 3e-10, 5e-8, 3e-9
+_COST_POINT_CALL, _COST_REPLICATE_CALL = 5e-3, 3e-4
+
+
+def _eig_cost(k: int) -> float:
+    return _COST_EIG3 * k**3 + _COST_EIG2 * k**2
+
+
+def simulate_sample_eigenvalues(population: np.ndarray, n_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Eigenvalues (descending) of the sample covariance of ``n_rows`` Gaussian rows with
+    covariance ``diag(population)``, divided by ``n_rows``.
+
+    The eigenvalues do not depend on the covariance's eigenvectors, so none is drawn. For
+    ``n_rows ≥ p`` (p = ``population.size``) the sum of outer products is a Wishart matrix
+    ``D A Aᵀ D`` (D = diag(√population)), with A from the Bartlett decomposition: lower
+    triangular, ``A_ii = √χ²(n_rows − i + 1)``, ``A_ij ~ N(0, 1)`` below the diagonal. For
+    ``n_rows < p`` it is the ``n_rows × n_rows`` Gram matrix ``Z D² Zᵀ`` of standard normal
+    rows Z, which has the same non-zero eigenvalues; the result then has ``n_rows`` entries.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> lam = np.arange(1, 51, dtype=float) ** -2.0
+        >>> big, small = simulate_sample_eigenvalues(lam, 100_000, rng), simulate_sample_eigenvalues(lam, 20, rng)
+        >>> big.shape, small.shape, bool(abs(big[0] - 1.0) < 0.02)
+        ((50,), (20,), True)
+    """
+    lam = np.asarray(population, dtype=np.float64)
+    p = lam.size
+    if n_rows < 1 or p < 1 or np.any(lam < 0):
+        raise ValueError(
+            f"Expected `n_rows` >= 1 and a non-empty, non-negative `population` but got {n_rows} and {p} values."
+        )
+    root = np.sqrt(lam)
+    if n_rows >= p:
+        factor = np.tril(rng.standard_normal((p, p)), -1)
+        factor[np.diag_indices(p)] = np.sqrt(rng.chisquare(np.arange(n_rows, n_rows - p, -1, dtype=np.float64)))
+        factor *= root[:, None]  # D A: row i scaled by √λ_i
+    else:
+        factor = rng.standard_normal((n_rows, p))
+        factor *= root[None, :]  # Z D
+    # factor · factorᵀ via ?syrk on the Fortran view (no copy); lower triangle filled
+    gram = blas.dsyrk(1.0 / n_rows, factor.T, trans=1, lower=1)
+    return _eigenvalues(torch.from_numpy(gram))
+
+
+def _ols_slopes(log_eigs: np.ndarray, first: int, last: int) -> np.ndarray:
+    """−slope of log λ on log i over [first, last] for every row of ``log_eigs`` (B × k)."""
+    x = np.log(np.arange(first, last + 1, dtype=np.float64))
+    x = x - x.mean()
+    y = log_eigs[:, first - 1 : last]
+    return -(y @ x) / float(x @ x)
+
+
+def _sub_ranges(first: int, last: int) -> list[tuple[int, int]]:
+    """K = 3 (else 2) consecutive sub-ranges of [first, last], equal in log i (rule 6)."""
+    for parts, min_points in ((3, 4), (2, 3)):
+        edges = [
+            round(math.exp(math.log(first) + (math.log(last) - math.log(first)) * k / parts)) for k in range(1, parts)
+        ]
+        edges = [first, *edges, last]
+        pieces = [(edges[k], edges[k + 1]) for k in range(parts)]
+        if all(b - a + 1 >= min_points for a, b in pieces):
+            return pieces
+    return []
+
+
+@dataclass(frozen=True)
+class _Parametric:
+    bias: float
+    spread: float
+    half_width: float
+    test: str
+    statistic: float
+    threshold: float
+    disagreement: float
+
+
+def _parametric_bootstrap(
+    eigs: np.ndarray, alpha: float, first: int, last: int, p: int, n_rows: int, n_bootstrap: int, seed: int
+) -> _Parametric:
+    """Rules 5 and 6 of the module docstring: bias, spread, half width and the range test."""
+    population = np.arange(1, p + 1, dtype=np.float64) ** -alpha
+    rng = np.random.default_rng(seed)
+    pieces = _sub_ranges(first, last)
+    needed = last
+    reps = np.empty((n_bootstrap, needed))
+    for b in range(n_bootstrap):
+        sim = simulate_sample_eigenvalues(population, n_rows, rng)[:needed]
+        reps[b] = np.log(np.maximum(sim, np.finfo(np.float64).tiny))
+    boot = _ols_slopes(reps, first, last)
+    bias = float(boot.mean() - alpha)
+    spread = float(boot.std(ddof=1)) if n_bootstrap >= 2 else math.nan
+    t_factor = math.sqrt(1.0 + 1.0 / n_bootstrap)
+    half = float(stats.t.ppf(0.975, n_bootstrap - 1)) * spread * t_factor if n_bootstrap >= 2 else math.nan
+    if not pieces or n_bootstrap < 3:
+        return _Parametric(bias, spread, half, "not run", math.nan, math.nan, 0.0)
+    log_data = np.log(np.asarray(eigs[:needed], dtype=np.float64))[None, :]
+    data_alpha = float(_ols_slopes(log_data, first, last)[0])
+    deviations, scaled = [], []
+    for a, b in pieces:
+        delta_reps = _ols_slopes(reps, a, b) - boot
+        delta_data = float(_ols_slopes(log_data, a, b)[0]) - data_alpha
+        centre, scale = float(delta_reps.mean()), float(delta_reps.std(ddof=1))
+        deviations.append(abs(delta_data - centre))
+        scaled.append(abs(delta_data - centre) / scale if scale > 0 else math.inf)
+    statistic = max(scaled)
+    threshold = float(stats.t.ppf(1 - 0.025 / len(pieces), n_bootstrap - 1)) * t_factor
+    test = "fail" if statistic > threshold else "pass"
+    return _Parametric(bias, spread, half, test, statistic, threshold, max(deviations))
+
+
+def _bootstrap_size(point_cost: float, p: int, n_rows: int) -> int:
+    """B of rule 7: replicates costing about 10× the point estimate (12 ≤ B ≤ 100)."""
+    if n_rows >= p:
+        replicate = _COST_NORMAL * p * p + _COST_MAC * p**3 / 2 + _eig_cost(p)
+    else:
+        replicate = _COST_NORMAL * n_rows * p + _COST_MAC * n_rows**2 * p / 2 + _eig_cost(n_rows)
+    replicate += _COST_REPLICATE_CALL
+    return int(min(_B_MAX, max(_B_MIN, _INTERVAL_COST_FACTOR * point_cost // replicate)))
+
+
+def _point_cost(n: int, d: int, *, streaming: bool = False, float32: bool = False) -> float:
+    """The cost model's estimate of the point estimate (in-memory product or streamed outer products).
+
+    The float32 route (rule 1) runs its product about twice and its ``eigvalsh`` about 1.2×
+    as fast as float64 (benchmarks/RESULTS_spectrum.md); replicates are always float64.
+    """
+    k = min(n, d)
+    product = _COST_MAC * n * d * d if streaming else _COST_MAC * n * d * k / 2
+    eig = _eig_cost(k)
+    if float32:
+        product, eig = product / 2, eig / 1.2
+    return _COST_PASS * n * d + product + eig + _COST_POINT_CALL
+
+
+def _with_interval(
+    est: AlphaEstimate,
+    *,
+    m: int,
+    center: bool,
+    ci_method: str,
+    n_bootstrap: int | None,
+    seed: int,
+    point_cost: float,
+) -> AlphaEstimate:
+    """Attach the parametric-bootstrap interval (rules 5–7) to a plain fit, or say why there is none."""
+    n, d = est.n_samples, est.n_features
+    n_rows = n - 1 if center else n
+    first, last = est.fit_range
+    est = replace(est, alpha_uncorrected=est.alpha)
+    if n_rows < d and m < _MIN_RANK_FOR_INTERVAL:
+        return replace(est, alpha_ci=(math.nan, math.nan), ci_method="none", n_bootstrap=0)
+    if ci_method == "regression-se" or n_bootstrap == 0:
+        return est
+    p = m if m < min(n_rows, d) else d  # rank-deficient data: the power law over its rank only
+    B = _bootstrap_size(point_cost, p, n_rows) if n_bootstrap is None else max(2, n_bootstrap)
+    res = _parametric_bootstrap(est.eigenvalues, est.alpha, first, last, p, n_rows, B, seed)
+    corrected = est.alpha - res.bias
+    if res.test == "fail":
+        centre, half = est.alpha, res.half_width + res.disagreement
+    else:
+        centre, half = corrected, res.half_width
+    return replace(
+        est,
+        alpha=centre,
+        alpha_ci=(centre - half, centre + half),
+        ci_method="parametric-bootstrap",
+        n_bootstrap=B,
+        alpha_corrected=corrected,
+        bias=res.bias,
+        alpha_se=res.spread,
+        range_test=res.test,
+        range_statistic=res.statistic,
+        range_threshold=res.threshold,
+        range_widening=res.disagreement if res.test == "fail" else 0.0,
+    )
+
+
 # --------------------------------------------------------------------------- in memory
+
+
+_CI_METHODS = ("parametric-bootstrap", "bootstrap", "regression-se")
+
+
+def _check_interval_args(ci_method: str, n_bootstrap: int | None) -> None:
+    if ci_method not in _CI_METHODS:
+        raise ValueError(f"Expected argument `ci_method` to be one of {_CI_METHODS} but got {ci_method!r}.")
+    if n_bootstrap is not None and (isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer))):
+        raise ValueError(f"Expected argument `n_bootstrap` to be an int >= 0 or None but got {n_bootstrap!r}.")
+    if n_bootstrap is not None and (n_bootstrap < 0 or n_bootstrap == 1):
+        raise ValueError(f"Expected argument `n_bootstrap` to be 0, >= 2 or None but got {n_bootstrap}.")
 
 
 def estimate_alpha(
@@ -375,31 +674,37 @@ def estimate_alpha(
     seed: int = 0,
     warn: bool = True,
     precision: str = "auto",
+    ci_method: str = "parametric-bootstrap",
 ) -> AlphaEstimate:
     """Estimate the eigendecay exponent α of the rows of ``X`` (n samples × d features).
 
     Args:
-        X: data matrix, torch tensor (any device) or numpy array.
+        X: data matrix, torch tensor (any device) or numpy array, real.
         center: subtract the column means first (covariance rather than second moment).
         fit_range: ``"auto"``/``None`` (the documented rule, see the module docstring) or
             ``(first, last)``, 1-based inclusive eigenvalue indices.
-        n_bootstrap: bootstrap replicates for ``alpha_ci``; ``0`` for the regression
-            interval; ``None`` picks from a compute budget (see the module docstring).
-        seed: seed of the bootstrap's resampling.
-        warn: warn when the spectrum is not a power law (R² < 0.9) or α ≤ 1.
+        n_bootstrap: replicates B for ``alpha_ci``; ``0`` for the regression interval;
+            ``None`` picks B from a compute budget (rule 7 of the module docstring; for
+            ``ci_method="bootstrap"``, the former budget of that method).
+        seed: seed of the bootstrap's random draws.
+        warn: warn when the spectrum is not a power law (R² < 0.9 or the range test
+            fails), α ≤ 1, or the fit has too few eigenvalues.
         precision: ``"auto"`` (rule 1 of the module docstring: float32 for large float32
             data, redone in float64 when float32 cannot resolve the tail), ``"float64"``
             (always exact), or ``"float32"`` (always fast; for float32 data, a steep or
             rank-deficient spectrum is then fitted over a shorter head).
+        ci_method: ``"parametric-bootstrap"`` (default, bias-corrected, with the fit-range
+            test), ``"bootstrap"`` (rows resampled) or ``"regression-se"``.
 
     Example:
         >>> from sklearn.datasets import load_digits
-        >>> est = estimate_alpha(load_digits().data, n_bootstrap=50, warn=False)
+        >>> est = estimate_alpha(load_digits().data, warn=False)
         >>> est.n_samples, est.n_features, est.alpha_ci[0] <= est.alpha <= est.alpha_ci[1]
         (1797, 64, True)
+        >>> est.ci_method, est.range_test  # digits' spectrum bends over the fit range
+        ('parametric-bootstrap', 'fail')
     """
-    if n_bootstrap is not None and n_bootstrap < 0:
-        raise ValueError(f"Expected argument `n_bootstrap` to be >= 0 or None but got {n_bootstrap}.")
+    _check_interval_args(ci_method, n_bootstrap)
     if precision not in ("auto", "float32", "float64"):
         raise ValueError(f"Expected argument `precision` to be 'auto', 'float32' or 'float64' but got {precision!r}.")
     X = _as_matrix(X)
@@ -412,35 +717,55 @@ def estimate_alpha(
         eigs = _spectrum(Xc, dtype)
     del Xc
     est = _fit_estimate(eigs, n, d, center=center, fit_range=fit_range, product_dtype=dtype)
-    first, last = est.fit_range
+    if ci_method == "bootstrap" and n_bootstrap != 0:
+        est = _row_bootstrap(X, est, center=center, n_bootstrap=n_bootstrap, seed=seed, dtype=dtype)
+    else:
+        m = _rank(eigs, n, d, center, dtype)
+        est = _with_interval(
+            est,
+            m=m,
+            center=center,
+            ci_method=ci_method,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            point_cost=_point_cost(n, d, float32=dtype == torch.float32),
+        )
+    if warn:
+        _warn_if_poor(est)
+    return est
 
+
+def _row_bootstrap(
+    X: Tensor, est: AlphaEstimate, *, center: bool, n_bootstrap: int | None, seed: int, dtype: torch.dtype
+) -> AlphaEstimate:
+    """``ci_method="bootstrap"``: rows resampled with replacement, percentiles re-centred on α̂."""
+    n, d = X.shape
+    first, last = est.fit_range
+    est = replace(est, alpha_uncorrected=est.alpha)
     if n_bootstrap is None:
         small = min(n, d)
         cost = 2.0 * n * d * small + 10.0 * small**3
         n_bootstrap = int(min(200, _BOOTSTRAP_BUDGET_FLOPS // max(cost, 1.0)))
         if n_bootstrap < 20:
-            n_bootstrap = 0
+            return est
     reps = []
-    if n_bootstrap > 0:
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        for _ in range(n_bootstrap):
-            rows = torch.randint(0, n, (n,), generator=gen).to(X.device)
-            Xb = X.index_select(0, rows)
-            Xb = _center(Xb) if center else Xb
-            eb = _spectrum(Xb, dtype)
-            if np.all(eb[first - 1 : last] > 0):
-                reps.append(fit_power_law(eb, first, last)[0])
-    if len(reps) >= 2:
-        lo, hi = np.percentile(reps, [2.5, 97.5]) - np.mean(reps) + est.alpha
-        est = replace(
-            est,
-            alpha_ci=(float(min(lo, est.alpha)), float(max(hi, est.alpha))),
-            ci_method="bootstrap",
-            n_bootstrap=n_bootstrap,
-        )
-    if warn:
-        _warn_if_poor(est.alpha, est.r2)
-    return est
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for _ in range(n_bootstrap):
+        rows = torch.randint(0, n, (n,), generator=gen).to(X.device)
+        Xb = X.index_select(0, rows)
+        Xb = _center(Xb) if center else Xb
+        eb = _spectrum(Xb, dtype)
+        if np.all(eb[first - 1 : last] > 0):
+            reps.append(fit_power_law(eb, first, last)[0])
+    if len(reps) < 2:
+        return est
+    lo, hi = np.percentile(reps, [2.5, 97.5]) - np.mean(reps) + est.alpha
+    return replace(
+        est,
+        alpha_ci=(float(min(lo, est.alpha)), float(max(hi, est.alpha))),
+        ci_method="bootstrap",
+        n_bootstrap=n_bootstrap,
+    )
 
 
 # --------------------------------------------------------------------------- streaming
@@ -454,8 +779,8 @@ class CovarianceAccumulator:
     Batches may be tensors, numpy arrays, or ``(x, y, ...)`` tuples (``x`` is used); each
     is flattened to ``(batch, -1)``.
 
-    The interval of :meth:`estimate` is the regression's 95 % t-interval
-    (``ci_method == "regression-se"``): it reflects the fit's quality, not sampling noise.
+    The interval of :meth:`estimate` is the parametric bootstrap of the module docstring
+    (it needs only the eigenvalues, n and d), with the fit-range test.
 
     Example:
         >>> import torch
@@ -464,8 +789,9 @@ class CovarianceAccumulator:
         >>> scale = torch.arange(1, 101, dtype=torch.float64) ** -1.0
         >>> for _ in range(10):
         ...     acc.update(torch.randn(500, 100, generator=g, dtype=torch.float64) * scale)
-        >>> acc.n_samples, round(acc.estimate().alpha, 1)
-        (5000, 2.0)
+        >>> est = acc.estimate()
+        >>> acc.n_samples, round(est.alpha, 1), est.ci_method, est.range_test
+        (5000, 2.0, 'parametric-bootstrap', 'pass')
     """
 
     def __init__(self, *, center: bool = True) -> None:
@@ -516,15 +842,44 @@ class CovarianceAccumulator:
             return self._outer / n - torch.outer(mean_y, mean_y)
         return self._outer / n
 
-    def estimate(self, *, fit_range: str | tuple[int, int] | None = "auto", warn: bool = True) -> AlphaEstimate:
-        """α from the accumulated matrix (interval: regression 95 % t-interval)."""
+    def estimate(
+        self,
+        *,
+        fit_range: str | tuple[int, int] | None = "auto",
+        warn: bool = True,
+        n_bootstrap: int | None = None,
+        seed: int = 0,
+        ci_method: str = "parametric-bootstrap",
+    ) -> AlphaEstimate:
+        """α from the accumulated matrix, with the interval of :func:`estimate_alpha`.
+
+        ``ci_method`` is ``"parametric-bootstrap"`` (default) or ``"regression-se"``; rows
+        cannot be resampled from a stream. ``n_bootstrap=None`` picks B against the cost of
+        accumulating the matrix (rule 7 of the module docstring).
+        """
+        _check_interval_args(ci_method, n_bootstrap)
+        if ci_method == "bootstrap":
+            raise ValueError(
+                "Expected argument `ci_method` to be 'parametric-bootstrap' or 'regression-se' for streamed data "
+                "(rows cannot be resampled) but got 'bootstrap'."
+            )
         cov = self.covariance()
         n, d = self.n_samples, self.n_features
         if n < 3 or d < 3:
             raise ValueError(f"Expected at least 3 samples and 3 features but got {n} and {d}.")
-        est = _fit_estimate(_eigenvalues(cov), n, d, center=self.center, fit_range=fit_range)
+        eigs = _eigenvalues(cov)
+        est = _fit_estimate(eigs, n, d, center=self.center, fit_range=fit_range)
+        est = _with_interval(
+            est,
+            m=_rank(eigs, n, d, self.center),
+            center=self.center,
+            ci_method=ci_method,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            point_cost=_point_cost(n, d, streaming=True),
+        )
         if warn:
-            _warn_if_poor(est.alpha, est.r2)
+            _warn_if_poor(est)
         return est
 
 
@@ -535,6 +890,9 @@ def estimate_alpha_streaming(
     fit_range: str | tuple[int, int] | None = "auto",
     max_batches: int | None = None,
     warn: bool = True,
+    n_bootstrap: int | None = None,
+    seed: int = 0,
+    ci_method: str = "parametric-bootstrap",
 ) -> AlphaEstimate:
     """α from a DataLoader or any iterable of batches, in O(d²) memory.
 
@@ -543,14 +901,15 @@ def estimate_alpha_streaming(
         >>> data = torch.utils.data.TensorDataset(torch.randn(300, 20, dtype=torch.float64))
         >>> est = estimate_alpha_streaming(torch.utils.data.DataLoader(data, batch_size=64), warn=False)
         >>> est.n_samples, est.ci_method
-        (300, 'regression-se')
+        (300, 'parametric-bootstrap')
     """
+    _check_interval_args(ci_method, n_bootstrap)
     acc = CovarianceAccumulator(center=center)
     for i, batch in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
         acc.update(batch)
-    return acc.estimate(fit_range=fit_range, warn=warn)
+    return acc.estimate(fit_range=fit_range, warn=warn, n_bootstrap=n_bootstrap, seed=seed, ci_method=ci_method)
 
 
 # --------------------------------------------------------------------------- layer inputs
@@ -566,6 +925,9 @@ def layer_input_alphas(
     conv_mode: str = "channels",
     min_features: int = 8,
     warn: bool = False,
+    n_bootstrap: int | None = None,
+    seed: int = 0,
+    ci_method: str = "parametric-bootstrap",
 ) -> dict[str, AlphaEstimate]:
     """α of the inputs of every ``nn.Linear`` / ``nn.Conv{1,2,3}d`` layer of ``model``.
 
@@ -579,7 +941,9 @@ def layer_input_alphas(
     layer's weight matrix actually multiplies. Layers with fewer than ``min_features``
     input features are left out.
 
-    Batches are tensors or ``(x, ...)`` tuples; ``model(x)`` is called on each.
+    Batches are tensors or ``(x, ...)`` tuples; ``model(x)`` is called on each. Each
+    layer's interval is the parametric bootstrap of :meth:`CovarianceAccumulator.estimate`
+    (``n_bootstrap``, ``seed``, ``ci_method`` are passed on).
 
     Example:
         >>> import torch
@@ -588,6 +952,7 @@ def layer_input_alphas(
         >>> sorted(out), out["0"].n_samples, net.training
         (['0', '2'], 600, True)
     """
+    _check_interval_args(ci_method, n_bootstrap)
     if conv_mode not in ("channels", "patches"):
         raise ValueError(f"Expected argument `conv_mode` to be 'channels' or 'patches' but got {conv_mode!r}.")
     accs: dict[str, CovarianceAccumulator] = {}
@@ -628,11 +993,11 @@ def layer_input_alphas(
         if acc.n_features < min_features or acc.n_samples < 3:
             continue
         try:
-            est = acc.estimate(warn=False)
+            est = acc.estimate(warn=False, n_bootstrap=n_bootstrap, seed=seed, ci_method=ci_method)
         except ValueError:
             continue
         if warn:
-            _warn_if_poor(est.alpha, est.r2, where=f"layer {name}")
+            _warn_if_poor(est, where=f"layer {name}", stacklevel=2)
         out[name] = est
     return out
 
@@ -665,9 +1030,10 @@ def plot_spectrum(estimate: AlphaEstimate, path: str | None = None, ax: Any = No
     first, last = estimate.fit_range
     ax.axvspan(first, last, color="tab:blue", alpha=0.12, label="fit range")
     line_x = np.array([1, idx[positive][-1] if positive.any() else 1], dtype=float)
+    slope = estimate.alpha if math.isnan(estimate.alpha_uncorrected) else estimate.alpha_uncorrected
     ax.loglog(
         line_x,
-        np.exp(estimate.intercept) * line_x ** (-estimate.alpha),
+        np.exp(estimate.intercept) * line_x ** (-slope),
         "-",
         color="tab:red",
         label=(
