@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from normguard.spectrum import estimate_alpha
+from normguard.science.spectrum import estimate_alpha
 
 Z975 = 1.959963984540054
 

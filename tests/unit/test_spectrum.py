@@ -200,7 +200,7 @@ def test_coverage_of_the_default_interval_on_small_power_laws():
 def test_simulator_matches_direct_simulation_with_a_rotation(n_rows):
     from scipy import stats
 
-    from normguard.spectrum import simulate_sample_eigenvalues
+    from normguard.science.spectrum import simulate_sample_eigenvalues
 
     p, draws = 30, 400
     lam = np.arange(1, p + 1, dtype=float) ** -1.5

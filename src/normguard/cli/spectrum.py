@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ci-method",
         choices=("parametric-bootstrap", "bootstrap", "regression-se"),
         default="parametric-bootstrap",
-        help="how the 95%% interval is made (default: %(default)s, see normguard.spectrum)",
+        help="how the 95%% interval is made (default: %(default)s, see normguard.science.spectrum)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
