@@ -1,6 +1,6 @@
 """normguard: watch weight norms during training and act on the near-interpolation signature.
 
-``import normguard`` loads the runtime guard only (torch, numpy, torchmetrics); the science
+``import normguard`` loads the runtime guard only (torch, numpy); the science
 (:mod:`normguard.science`: ``spectrum``, ``theory``, ``pilot``, needing scipy) loads on
 first use, and matplotlib only when a figure is drawn.
 

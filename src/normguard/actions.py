@@ -311,6 +311,11 @@ class HoldNoiseFloor(Action):
         self.needs_best_weights = self.restore_best_at_end
         self._optimizers: list[torch.optim.Optimizer] = []
         self._hooks: list[Any] = []
+        self.engaged = False
+        self._floor_decay: list[list[float]] = []  # per optimizer, per acted-on group: the lower bound of λ
+        self._decay: list[list[float]] = []  # the controller's λ
+        self._groups: list[list[int]] = []  # indices of the acted-on groups
+        self._decoupled: list[bool] = []  # whether the optimizer applies weight_decay decoupled itself
         self.reset()
 
     # ----------------------------------------------------------------- setup
@@ -338,10 +343,10 @@ class HoldNoiseFloor(Action):
 
     def reset(self) -> None:
         self.engaged = False
-        self._floor_decay: list[list[float]] = []
-        self._decay: list[list[float]] = []
-        self._groups: list[list[int]] = []
-        self._decoupled: list[bool] = []
+        self._floor_decay = []
+        self._decay = []
+        self._groups = []
+        self._decoupled = []
 
     def _make_shrink(self, k: int) -> Callable[..., None]:
         def shrink(optimizer: torch.optim.Optimizer, *_: Any) -> None:

@@ -172,7 +172,7 @@ def theil_sen(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         valid = np.isfinite(slopes)
         median = np.nanmedian(np.where(valid, slopes, np.nan), axis=0) if slopes.size else np.full(y.shape[1], np.nan)
         positive = np.sum(slopes > 0, axis=0) / np.maximum(valid.sum(axis=0), 1)
-    return median, positive
+    return median, positive  # type: ignore[return-value]  # arrays for 2-D y, floats for 1-D
 
 
 def _least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -272,7 +272,7 @@ class NearInterpolationDetector:
         _check_int("baseline_checks", baseline_checks, 1)
         _check_number("min_norm_increase", min_norm_increase, low=0.0)
         _check_int("top_k", top_k, 0)
-        self.noise_floor: float | str | None = float(noise_floor) if is_real_number(noise_floor) else noise_floor
+        self.noise_floor: float | str | None = float(noise_floor) if is_real_number(noise_floor) else noise_floor  # type: ignore[arg-type]
         self.margin = float(margin)
         self.min_gap = float(min_gap)
         self.patience = patience

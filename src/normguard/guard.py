@@ -141,7 +141,7 @@ class NormGuard(GuardResults):
             track_update_size=track_update_size,
             offload=offload,
             log_layers=log_layers,
-            sinks=tuple(sinks) if isinstance(sinks, (list, tuple)) else sinks,
+            sinks=sinks,
             best_weights_in_checkpoint=best_weights_in_checkpoint,
             max_history=max_history,
         )
@@ -216,7 +216,11 @@ class NormGuard(GuardResults):
         if self.optimizer is None:
             raise ValueError("Expected an optimizer to attach to but this NormGuard has none.")
         if self._hook is None:
-            self._hook = self.optimizer.register_step_post_hook(lambda *_: self._advance())
+
+            def count_step(*_: Any) -> None:
+                self._advance()
+
+            self._hook = self.optimizer.register_step_post_hook(count_step)
 
     def detach(self) -> None:
         if self._hook is not None:

@@ -144,11 +144,11 @@ class NormGuardCallback(GuardResults, Callback):
             track_update_size=track_update_size,
             offload=offload,
             log_layers=log_layers,
-            sinks=tuple(sinks) if isinstance(sinks, (list, tuple)) else sinks,
+            sinks=sinks,
             best_weights_in_checkpoint=best_weights_in_checkpoint,
             max_history=max_history,
         )
-        self.train_loss = check_name("train_loss", train_loss)
+        self.train_loss: str = check_name("train_loss", train_loss) or train_loss
         self.val_loss = check_name("val_loss", val_loss, optional=True)
         if monitor is not None and val_loss is None:
             raise ValueError("Expected argument `val_loss` to name the validation loss when `monitor` is given.")
@@ -184,7 +184,11 @@ class NormGuardCallback(GuardResults, Callback):
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        same = [c for c in trainer.callbacks if isinstance(c, NormGuardCallback) and c.state_key == self.state_key]
+        same = [
+            c
+            for c in getattr(trainer, "callbacks", [])
+            if isinstance(c, NormGuardCallback) and c.state_key == self.state_key
+        ]
         if len(same) > 1:
             raise ValueError(
                 f"Expected each NormGuardCallback to have a unique `state_key` but {len(same)} share "
@@ -197,7 +201,7 @@ class NormGuardCallback(GuardResults, Callback):
         if self.monitor is not None:  # a previous fit's monitor: unhook it
             self.monitor.action.unbind()
         self.monitor = None
-        self._disabled = bool(trainer.fast_dev_run)
+        self._disabled = bool(getattr(trainer, "fast_dev_run", False))
         if self._disabled:
             rank_zero_info("normguard: fast_dev_run is set; NormGuardCallback does nothing in this run")
             return
@@ -260,7 +264,7 @@ class NormGuardCallback(GuardResults, Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.val_loss is None or not self._active(trainer):
             return
-        values = []
+        values: list[Tensor | None] = []
         for argument, name in (("val_loss", self.val_loss), ("monitor", self.options.monitor)):
             if name is None:
                 values.append(None)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -67,7 +68,7 @@ class GuardOptions:
     track_update_size: bool = False
     offload: Literal["cpu", "device"] = "device"
     log_layers: bool = True
-    sinks: tuple[Any, ...] = field(default=())
+    sinks: Sequence[Any] = field(default=())
     best_weights_in_checkpoint: bool = True
     max_history: int = 1000
     interval_name: str = "every_n_steps"

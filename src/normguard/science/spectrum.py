@@ -964,7 +964,7 @@ def layer_input_alphas(
             if isinstance(mod, nn.Linear):
                 rows = x.reshape(-1, x.shape[-1])
             elif conv_mode == "patches" and isinstance(mod, nn.Conv2d):
-                patches = torch.nn.functional.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)
+                patches = torch.nn.functional.unfold(x, mod.kernel_size, mod.dilation, mod.padding, mod.stride)  # type: ignore[arg-type]
                 rows = patches.transpose(1, 2).reshape(-1, patches.shape[1])
             else:
                 rows = x.movedim(1, -1).reshape(-1, x.shape[1])
