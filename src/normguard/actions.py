@@ -273,8 +273,8 @@ class HoldNoiseFloor(Action):
     optimizers whose ``weight_decay`` is already decoupled (``AdamW``, or
     ``decoupled_weight_decay=True``) get their group's ``weight_decay`` set to λ; for all
     others (``Adam``, ``SGD``, ...) the group's own value is left as it is and the shrink by
-    the controller's λ is applied after each ``optimizer.step()`` by a step post-hook (one
-    fused multiply per group; no host sync). Groups whose weight decay is 0 while others'
+    the controller's λ is applied at each ``optimizer.step()`` by a step pre-hook, before
+    the update, exactly as ``AdamW`` orders it (one fused multiply per group; no host sync). Groups whose weight decay is 0 while others'
     is not (biases, norm layers) are left alone unless ``param_groups`` names them; when
     every group is at 0, all are regularised.
 
@@ -286,6 +286,14 @@ class HoldNoiseFloor(Action):
         max_shrink: upper bound of lr · λ (fraction of each weight removed per step).
         param_groups: indices of the groups to act on (see above for the default).
         restore_best_at_end: put the best-validation weights back when training ends.
+        cooldown: decisions to wait after a change before the next one.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1)
+        >>> hold = HoldNoiseFloor()
+        >>> hold.bind([torch.optim.Adam(model.parameters(), lr=1e-3)])
+        >>> hold.engaged, hold.scalars()
+        (False, {'hold_floor/opt_0_group_0': 0.0})
     """
 
     name = "hold_floor"
@@ -297,10 +305,12 @@ class HoldNoiseFloor(Action):
         max_factor: float = 1.5,
         deadband: float = 0.05,
         initial: float = 1e-3,
-        max_shrink: float = 0.01,
+        max_shrink: float = 0.1,
         param_groups: Sequence[int] | None = None,
         restore_best_at_end: bool = False,
+        cooldown: int = 0,
     ) -> None:
+        self.cooldown = check_int("cooldown", cooldown, 0)
         self.gain = check_number("gain", gain, low=0.0, low_open=True)
         self.max_factor = check_number("max_factor", max_factor, low=1.0, low_open=True)
         self.deadband = check_number("deadband", deadband, low=0.0, high=1.0)
@@ -312,6 +322,7 @@ class HoldNoiseFloor(Action):
         self._optimizers: list[torch.optim.Optimizer] = []
         self._hooks: list[Any] = []
         self.engaged = False
+        self._since_change = 0
         self._floor_decay: list[list[float]] = []  # per optimizer, per acted-on group: the lower bound of λ
         self._decay: list[list[float]] = []  # the controller's λ
         self._groups: list[list[int]] = []  # indices of the acted-on groups
@@ -334,7 +345,7 @@ class HoldNoiseFloor(Action):
             self._decay = [list(row) for row in self._floor_decay]
         for k, opt in enumerate(optimizers):
             if not self._decoupled[k]:
-                self._hooks.append(opt.register_step_post_hook(self._make_shrink(k)))
+                self._hooks.append(opt.register_step_pre_hook(self._make_shrink(k)))
 
     def unbind(self) -> None:
         for hook in self._hooks:
@@ -343,6 +354,7 @@ class HoldNoiseFloor(Action):
 
     def reset(self) -> None:
         self.engaged = False
+        self._since_change = self.cooldown
         self._floor_decay = []
         self._decay = []
         self._groups = []
@@ -383,12 +395,18 @@ class HoldNoiseFloor(Action):
         error = math.log(floor / max(loss, 1e-12 * floor))
         if abs(error) <= math.log1p(self.deadband):
             return
+        if self._since_change < self.cooldown:
+            self._since_change += 1
+            return
         step = max(-math.log(self.max_factor), min(math.log(self.max_factor), self.gain * error))
+        changed = False
         for k, opt in enumerate(context.optimizers[: len(self._groups)]):
             for j, i in enumerate(self._groups[k]):
-                self._change(k, j, i, opt, step, context)
+                changed |= self._change(k, j, i, opt, step, context)
+        if changed:
+            self._since_change = 0
 
-    def _change(self, k: int, j: int, i: int, opt: torch.optim.Optimizer, step: float, ctx: ActionContext) -> None:
+    def _change(self, k: int, j: int, i: int, opt: torch.optim.Optimizer, step: float, ctx: ActionContext) -> bool:
         old = self._decay[k][j]
         lr = opt.param_groups[i]["lr"]
         lr = float(lr) if not isinstance(lr, torch.Tensor) else float(lr.detach().cpu())
@@ -398,7 +416,7 @@ class HoldNoiseFloor(Action):
         if new < 0.1 * self.initial and self._floor_decay[k][j] == 0:
             new = 0.0  # relaxed back to nothing: stop shrinking at all
         if math.isclose(new, old, rel_tol=1e-9):
-            return
+            return False
         self._decay[k][j] = new
         if self._decoupled[k]:
             opt.param_groups[i]["weight_decay"] = new
@@ -410,6 +428,7 @@ class HoldNoiseFloor(Action):
                 {"optimizer": k, "group": i, "old": old, "new": new, "by": self.name},
             )
         )
+        return True
 
     def scalars(self) -> dict[str, float]:
         """The controller's λ per ``hold_floor/opt_k_group_i``."""
@@ -425,10 +444,16 @@ class HoldNoiseFloor(Action):
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        return {"engaged": self.engaged, "floor_decay": self._floor_decay, "decay": self._decay}
+        return {
+            "engaged": self.engaged,
+            "since_change": self._since_change,
+            "floor_decay": self._floor_decay,
+            "decay": self._decay,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.engaged = bool(state.get("engaged", False))
+        self._since_change = int(state.get("since_change", self.cooldown))
         floor, decay = state.get("floor_decay"), state.get("decay")
         if floor and decay:
             self._floor_decay = [[float(v) for v in row] for row in floor]

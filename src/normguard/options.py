@@ -8,7 +8,7 @@ no configuration logic of their own.
 Example:
     >>> opts = GuardOptions(every_n_steps=10, noise_floor=1.0, action=["weight_decay", "stop"])
     >>> opts.action.describe(), opts.detector.patience
-    ('escalation(weight_decay -> stop)', 3)
+    ('escalation(weight_decay -> stop)', 6)
     >>> GuardOptions(mode="max")
     Traceback (most recent call last):
     ...
@@ -28,7 +28,7 @@ from normguard.validation import check_bool, check_choice, check_int, check_name
 
 __all__ = ["DEFAULT_PATIENCE", "GuardOptions"]
 
-DEFAULT_PATIENCE = 3
+DEFAULT_PATIENCE = 6
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class GuardOptions:
         noise_floor: σ̂²: a float ≥ 0, ``"auto"`` (from validation) or ``None``.
         action: a name, an :class:`~normguard.actions.Action`, a callable or a list
             (see :mod:`normguard.actions`); ``None`` warns.
-        patience: decisions the signature must persist before firing (default 3).
+        patience: decisions the signature must persist before firing (default 6).
         detector: a configured :class:`~normguard.detector.NearInterpolationDetector`
             (instead of ``noise_floor``/``patience``).
         monitor: name of a validation metric that judges "best", "still improving" and the
