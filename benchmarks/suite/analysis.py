@@ -144,6 +144,59 @@ def c_layers_growing(run: dict[str, Any]) -> list[bool | None]:
     return out
 
 
+def c_exponent_rising(run: dict[str, Any], key: str = "norm", factor: float = 1.05) -> list[bool | None]:
+    """Growth exponent g = d log‖w‖ / d log t over the last W epochs > ``factor`` × g one window earlier.
+
+    Steady training has g roughly constant or falling (‖w‖ ~ t^g, the growth slowing); fitting
+    noise makes g rise: the norm grows faster than the run's own earlier power law.
+    """
+    g = _growth_exponents(run, key)
+    return [
+        None if e < 2 * W - 1 or g[e] is None or g[e - W] is None else bool(g[e] > factor * g[e - W])  # type: ignore[operator]
+        for e in range(len(g))
+    ]
+
+
+def c_exponent_rebound(run: dict[str, Any], key: str = "norm", factor: float = 1.2) -> list[bool | None]:
+    """Growth exponent now > ``factor`` × the lowest exponent the run has shown so far (from the second window)."""
+    g = _growth_exponents(run, key)
+    out: list[bool | None] = []
+    low = math.inf
+    for e, v in enumerate(g):
+        if v is None or e < 2 * W - 1:
+            out.append(None)
+        else:
+            out.append(bool(v > factor * max(low, 1e-9)))
+        if v is not None and e >= W - 1:
+            low = min(low, v)
+    return out
+
+
+def c_layers_exponent_rising(run: dict[str, Any], factor: float = 1.05) -> list[bool | None]:
+    """At least half of the layers' growth exponents exceed ``factor`` × their exponent a window earlier."""
+    names = list(run["trace"][0]["layers"])
+    x = np.log(np.arange(1, len(run["trace"]) + 1, dtype=float))
+    gs = []
+    for n in names:
+        y = np.log(np.maximum([r["layers"].get(n, np.nan) for r in run["trace"]], 1e-12))
+        gs.append([None if e + 1 < W else _slope(y[e + 1 - W : e + 1], x[e + 1 - W : e + 1])[0] for e in range(len(y))])
+    out: list[bool | None] = []
+    for e in range(len(x)):
+        if e < 2 * W - 1:
+            out.append(None)
+            continue
+        votes = [g[e] > factor * g[e - W] for g in gs if g[e] is not None and g[e - W] is not None and g[e - W] > 0]
+        out.append(bool(np.mean(votes) >= 0.5) if votes else None)
+    return out
+
+
+def c_drift_share(run: dict[str, Any], share: float = 0.2) -> list[bool | None]:
+    """Distance from the best-validation weights > ``share`` × distance from init: a large part of the
+    path travelled has been travelled since the last validation improvement."""
+    d, i = series(run, "dist_best"), series(run, "dist_init")
+    return [bool(a > share * b) if b > 0 else None for a, b in zip(d, i)]
+
+
 def c_drift_from_best(run: dict[str, Any]) -> list[bool | None]:
     """Distance from the best-validation weights rising over the window, and no new best in it."""
     d = series(run, "dist_best")
@@ -215,10 +268,17 @@ CONDITIONS: dict[str, ConditionFn] = {
     "norm_accelerating": c_accelerating,
     "decayed_norm_accelerating": lambda r: c_accelerating(r, "norm_decayed"),
     "norm_rate_rebound": c_rate_rebound,
+    "growth_exponent_rising (×1.05)": c_exponent_rising,
+    "decayed_exponent_rising (×1.05)": lambda r: c_exponent_rising(r, "norm_decayed"),
+    "growth_exponent_rebound (×1.2 of run min)": c_exponent_rebound,
+    "decayed_exponent_rebound (×1.2 of run min)": lambda r: c_exponent_rebound(r, "norm_decayed"),
+    "layers_exponent_rising (≥ half)": c_layers_exponent_rising,
     "layers_growing (≥ half)": c_layers_growing,
     "layers_accelerating (≥ half)": c_layers_accelerating,
     "drift_from_best": c_drift_from_best,
     "drift_outpaces_init": c_drift_outpaces,
+    "drift_share > 0.1": lambda r: c_drift_share(r, 0.1),
+    "drift_share > 0.2": c_drift_share,
     "below_floor": c_below_floor,
     "gap_widening": c_gap_widening,
     "train↓ val↑ (diverging)": c_diverging,

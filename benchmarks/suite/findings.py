@@ -129,6 +129,13 @@ RULES: dict[str, Rule] = {
     ),
     "diverging, 3 (no floor)": _streak_rule(c_diverging, 3),
     "drift_outpaces_init, 3 (no floor)": _streak_rule(CONDITIONS["drift_outpaces_init"], 3),
+    "drift_share > 0.1, 1 (no floor)": _streak_rule(CONDITIONS["drift_share > 0.1"], 1),
+    "drift_share > 0.2, 1 (no floor)": _streak_rule(CONDITIONS["drift_share > 0.2"], 1),
+    "exponent_rebound, 3 (no floor)": _streak_rule(CONDITIONS["growth_exponent_rebound (×1.2 of run min)"], 3),
+    "below_floor ∧ exponent_rebound, 3": _streak_rule(
+        _and(c_below_floor, CONDITIONS["growth_exponent_rebound (×1.2 of run min)"]), 3
+    ),
+    "below_floor ∧ drift_share > 0.1, 1": _streak_rule(_and(c_below_floor, CONDITIONS["drift_share > 0.1"]), 1),
 }
 
 
@@ -194,7 +201,14 @@ def replay_check(runs: list[dict[str, Any]], es_runs: dict[tuple[str, float, int
 def build(root: Path = RESULTS_DIR, tasks: list[str] | None = None) -> str:
     runs = load_runs(root, "none", tasks)
     es_runs = {(r["task"], r["noise"], r["seed"]): r for r in load_runs(root, "early_stopping", tasks)}
-    key = ["norm_growing (0.1)", "norm_accelerating", "drift_outpaces_init", "gap_widening", "train↓ val↑ (diverging)"]
+    key = [
+        "norm_growing (0.1)",
+        "growth_exponent_rebound (×1.2 of run min)",
+        "layers_exponent_rising (≥ half)",
+        "drift_share > 0.1",
+        "gap_widening",
+        "train↓ val↑ (diverging)",
+    ]
     parts = [
         "### Hit rates of candidate conditions (none arm)",
         hit_rate_section(runs),
