@@ -76,13 +76,16 @@ def main(argv: list[str] | None = None) -> int:
                     )
     results = {k: v for k, v in load_results(RESULTS_DIR).items() if k[0] in tasks and k[2] < args.seeds}
     body = table(results, tasks, [a for a in arms if a not in skipped], args.seeds)
-    notes = "".join(f"\nSkipped arm `{a}`: {why}" for a, why in skipped.items())
+    notes = "".join(f"\n- skipped arm `{a}` (installed normguard lacks it): {why}" for a, why in skipped.items())
     legend = (
         "\nTest metric: clean test accuracy % (classification; label noise η in train and validation) or "
         "test MSE (regression, noise σ²). e* = the `none` run's validation-metric optimum (same seed); "
-        "action = EarlyStopping's stop or normguard's first event. A false alarm is a stop on clean "
+        "action = EarlyStopping's stop or normguard's first event. `stop_val_loss` = normguard 0.1's "
+        "`action='stop'` with the known floor (best judged by val_loss). A false alarm is a stop on clean "
         "labels after which the full run's validation metric still improved by ≥ 0.5 points. "
-        "Traces: `benchmarks/results/suite/`; detector research: `benchmarks/suite/FINDINGS.md`.\n"
+        "s/run was measured on 2 shared cores under a load of about 7 (several runs at once): read it as "
+        "relative cost only. Traces: `benchmarks/results/suite/`; detector research: "
+        "`benchmarks/suite/FINDINGS.md`.\n"
     )
     print(body)
     if skipped:

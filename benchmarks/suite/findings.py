@@ -213,8 +213,9 @@ def build(root: Path = RESULTS_DIR, tasks: list[str] | None = None) -> str:
     key = [
         "norm_growing (0.1)",
         "growth_exponent_rebound (×1.2 of run min)",
+        "decayed_exponent_rebound (×1.2 of run min)",
         "layers_exponent_rising (≥ half)",
-        "drift_share > 0.1",
+        "drift_share > 0.2",
         "gap_widening",
         "train↓ val↑ (diverging)",
     ]
