@@ -1,0 +1,343 @@
+"""Run one (task, noise, seed, arm) in a real Lightning ``Trainer`` and record its per-epoch trace.
+
+The trace (one record per epoch, at the end of its validation) holds what any stopping or
+regularising rule could have looked at, plus the clean test metric it cannot see:
+
+==================  ==========================================================================
+key                 meaning
+==================  ==========================================================================
+``epoch``           1-based epoch
+``train_loss``      mean training loss over the epoch's batches (as logged in training mode)
+``val_loss``        validation loss (noisy labels)
+``val_metric``      validation accuracy % (classification) or MSE (regression)
+``test_metric``     clean test accuracy % or test MSE, at every epoch
+``norm``            total ℓ2 norm of all trainable parameters
+``norm_decayed``    ℓ2 norm of the parameters with ndim ≥ 2 (the weights a decay acts on)
+``layers``          per-layer norms (``normguard.layer_norms``), keyed by module name
+``dist_best``       ℓ2 distance from the best-validation-metric-so-far weights
+``dist_best_loss``  ℓ2 distance from the best-validation-loss-so-far weights
+``dist_init``       ℓ2 distance from the initial weights
+``weight_decay``    the optimizer's weight decay per param group (arms that change it)
+==================  ==========================================================================
+
+Cost of the recorder: three flat copies of the parameters (init, best by metric, best by loss)
+and one test-set forward pass per epoch; it is not part of any arm.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import normguard as ng
+
+from .tasks import TASKS, TaskData, TaskSpec, loss_fn, metric_value
+
+RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "suite"
+TRACE_VERSION = 1
+
+
+class SuiteModule(L.LightningModule):
+    """One task's model, loss and metrics; logs ``train_loss`` (step), ``val_loss`` and ``val_<metric>``."""
+
+    def __init__(
+        self, spec: TaskSpec, data: TaskData, model: nn.Module, weight_decay: float = 0.01, log_step_loss: bool = True
+    ) -> None:
+        super().__init__()
+        self.log_step_loss = log_step_loss  # only normguard reads it; self.log costs ~1 ms a step on CPU
+        self.spec, self.data, self.model = spec, data, model
+        self.loss_fn = loss_fn(spec)
+        self.weight_decay = weight_decay
+        self.epoch_loss_sum: Tensor = torch.zeros(())
+        self.epoch_batches = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+    def training_step(self, batch: Any, _: int) -> Tensor:
+        x, y = batch
+        loss = self.loss_fn(self.model(x), y)
+        if self.log_step_loss:
+            self.log("train_loss", loss, on_step=True, on_epoch=False)
+        self.epoch_loss_sum = self.epoch_loss_sum + loss.detach()
+        self.epoch_batches += 1
+        return loss
+
+    def validation_step(self, batch: Any, _: int) -> None:
+        x, y = batch
+        out = self.model(x)
+        self.log("val_loss", self.loss_fn(out, y), on_epoch=True)
+        self.log(f"val_{self.spec.metric}", metric_value(self.spec, out, y), on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=self.weight_decay)
+
+    def take_epoch_loss(self) -> float:
+        """Mean training loss since the last call (host sync: once per epoch)."""
+        value = float(self.epoch_loss_sum) / max(self.epoch_batches, 1)
+        self.epoch_loss_sum, self.epoch_batches = torch.zeros(()), 0
+        return value
+
+    @torch.no_grad()
+    def test_metric(self) -> float:
+        was_training = self.model.training
+        self.model.eval()
+        value = metric_value(self.spec, self.model(self.data.x_test), self.data.y_test)
+        self.model.train(was_training)
+        return value
+
+
+def _flat(model: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1).double() for p in model.parameters() if p.requires_grad])
+
+
+def _r(x: float) -> float:
+    return float(f"{x:.6g}")
+
+
+class TraceRecorder(Callback):
+    """Appends one trace record per validation (see the module doc); put it first in the callbacks."""
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self._init: Tensor | None = None
+        self._best: dict[str, tuple[float, Tensor]] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._init = _flat(pl_module.model)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        module: SuiteModule = pl_module  # type: ignore[assignment]
+        spec = module.spec
+        metrics = trainer.callback_metrics
+        val_loss = float(metrics["val_loss"])
+        val_metric = float(metrics[f"val_{spec.metric}"])
+        flat = _flat(module.model)
+        sign = -1.0 if spec.mode == "max" else 1.0
+        for key, value in (("metric", sign * val_metric), ("loss", val_loss)):
+            if key not in self._best or value < self._best[key][0]:
+                self._best[key] = (value, flat.clone())
+        assert self._init is not None
+        decayed = [p for p in module.model.parameters() if p.requires_grad and p.ndim >= 2]
+        record = {
+            "epoch": trainer.current_epoch + 1,
+            "train_loss": _r(module.take_epoch_loss()),
+            "val_loss": _r(val_loss),
+            "val_metric": _r(val_metric),
+            "test_metric": _r(module.test_metric()),
+            "norm": _r(float(flat.norm())),
+            "norm_decayed": _r(math.sqrt(sum(float(p.detach().double().pow(2).sum()) for p in decayed))),
+            "layers": {k: _r(float(v)) for k, v in ng.layer_norms(module.model).items()},
+            "dist_best": _r(float((flat - self._best["metric"][1]).norm())),
+            "dist_best_loss": _r(float((flat - self._best["loss"][1]).norm())),
+            "dist_init": _r(float((flat - self._init).norm())),
+            "weight_decay": [_r(float(g["weight_decay"])) for o in trainer.optimizers for g in o.param_groups],
+        }
+        self.records.append(record)
+
+
+# ---------------------------------------------------------------------- arms
+class ArmUnavailable(RuntimeError):
+    """The installed normguard lacks the options this arm needs."""
+
+
+@dataclass
+class ArmContext:
+    """What an arm's factory may use."""
+
+    spec: TaskSpec
+    data: TaskData
+    steps_per_epoch: int
+    tmpdir: str
+
+
+@dataclass
+class Arm:
+    """A benchmark arm: a callbacks factory and how the final model is chosen."""
+
+    name: str
+    callbacks: Callable[[ArmContext], list[Callback]]
+    description: str
+    uses_checkpoint: bool = False
+    normguard: bool = False
+    weight_decay: float = 0.01
+    notes: list[str] = field(default_factory=list)
+
+
+def _early_stopping(ctx: ArmContext) -> list[Callback]:
+    monitor, mode = f"val_{ctx.spec.metric}", ctx.spec.mode
+    return [
+        EarlyStopping(monitor=monitor, patience=10, mode=mode, check_on_train_epoch_end=False),
+        ModelCheckpoint(dirpath=ctx.tmpdir, monitor=monitor, mode=mode, save_top_k=1, save_weights_only=True),
+    ]
+
+
+def normguard_arm(action: Callable[[], Any] | Any, *, validation_metric: bool = True) -> Callable[[ArmContext], list]:
+    """A factory for ``NormGuardCallback(action=...)`` with the task's known floor, checked once per epoch.
+
+    Raises :class:`ArmUnavailable` when the installed callback rejects the options (the
+    planned ``monitor``/``mode`` and the ``hold_floor`` actions are not in every version).
+    """
+
+    def build(ctx: ArmContext) -> list[Callback]:
+        from normguard.lightning import NormGuardCallback
+
+        try:
+            act = action() if callable(action) and not isinstance(action, (str, list)) else action
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ArmUnavailable(f"action unavailable: {exc}") from exc
+        kwargs: dict[str, Any] = {
+            "every_n_train_steps": ctx.steps_per_epoch,
+            "noise_floor": ctx.data.floor,
+            "action": act,
+            "val_loss": "val_loss",
+        }
+        if validation_metric:
+            kwargs |= {"monitor": f"val_{ctx.spec.metric}", "mode": ctx.spec.mode}
+        try:
+            return [NormGuardCallback(**kwargs)]
+        except (TypeError, ValueError) as exc:
+            raise ArmUnavailable(f"NormGuardCallback({', '.join(sorted(kwargs))}) rejected: {exc}") from exc
+
+    return build
+
+
+def _hold_restore() -> Any:
+    return ng.HoldNoiseFloor(restore_best_at_end=True)  # type: ignore[attr-defined]
+
+
+ARMS: dict[str, Arm] = {
+    "none": Arm("none", lambda ctx: [], "full budget, last weights"),
+    "early_stopping": Arm(
+        "early_stopping",
+        _early_stopping,
+        "EarlyStopping(monitor=val metric, patience=10) + best ModelCheckpoint loaded before testing",
+        uses_checkpoint=True,
+    ),
+    "stop": Arm("stop", normguard_arm("stop"), "NormGuardCallback(action='stop'), known floor", normguard=True),
+    "stop_val_loss": Arm(
+        "stop_val_loss",
+        normguard_arm("stop", validation_metric=False),
+        "NormGuardCallback(action='stop'), known floor, best judged by val_loss (0.1 API)",
+        normguard=True,
+    ),
+    "hold_floor": Arm(
+        "hold_floor", normguard_arm("hold_floor"), "NormGuardCallback(action='hold_floor')", normguard=True
+    ),
+    "hold_floor_restore": Arm(
+        "hold_floor_restore",
+        normguard_arm(_hold_restore),
+        "NormGuardCallback(action=HoldNoiseFloor(restore_best_at_end=True))",
+        normguard=True,
+    ),
+    "escalation": Arm(
+        "escalation",
+        normguard_arm(["weight_decay", "stop"]),
+        "NormGuardCallback(action=['weight_decay', 'stop'])",
+        normguard=True,
+    ),
+}
+
+
+# ---------------------------------------------------------------------- one run
+def trace_path(task: str, noise: float, seed: int, arm: str, root: Path = RESULTS_DIR) -> Path:
+    return root / task / f"{task}_n{noise:g}_s{seed}_{arm}.json"
+
+
+def run(
+    task: str,
+    noise: float,
+    seed: int,
+    arm: str,
+    *,
+    epochs: int | None = None,
+    root: Path | None = RESULTS_DIR,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train one arm and return (and, with ``root``, save) its result and trace.
+
+    A saved result with the same epochs budget and trace version is reused unless ``force``.
+    Raises :class:`ArmUnavailable` for a normguard arm the installed API cannot build.
+    """
+    spec = TASKS[task]
+    budget = epochs or spec.epochs
+    path = trace_path(task, noise, seed, arm, root) if root is not None else None
+    if path is not None and path.exists() and not force:
+        saved = json.loads(path.read_text())
+        if saved.get("version") == TRACE_VERSION and saved.get("budget") == budget:
+            return saved
+    arm_spec = ARMS[arm]
+    torch.manual_seed(seed)
+    L.seed_everything(seed, verbose=False)
+    data = spec.build_data(noise, seed)
+    model = spec.build_model(data)
+    module = SuiteModule(spec, data, model, weight_decay=arm_spec.weight_decay, log_step_loss=arm_spec.normguard)
+    g = torch.Generator().manual_seed(seed)
+    train = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True, generator=g)
+    val = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=len(data.y_val))
+    steps_per_epoch = len(train)
+    recorder = TraceRecorder()
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = ArmContext(spec, data, steps_per_epoch, tmp)
+        arm_callbacks = arm_spec.callbacks(ctx)
+        trainer = L.Trainer(
+            max_epochs=budget,
+            callbacks=[recorder, *arm_callbacks],
+            logger=False,
+            enable_checkpointing=arm_spec.uses_checkpoint,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu",
+            devices=1,
+        )
+        started = time.perf_counter()
+        trainer.fit(module, train, val)
+        seconds = time.perf_counter() - started
+        restored_from = None
+        for cb in arm_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
+                module.load_state_dict(torch.load(cb.best_model_path, weights_only=False)["state_dict"])
+                restored_from = cb.best_model_path
+    events = []
+    for cb in arm_callbacks:
+        for e in getattr(cb, "events", []) or []:
+            kind = getattr(e.kind, "value", str(e.kind))
+            events.append({"kind": kind, "step": int(e.step), "epoch": _r(e.step / steps_per_epoch)})
+    result = {
+        "version": TRACE_VERSION,
+        "task": task,
+        "kind": spec.kind,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "noise": noise,
+        "seed": seed,
+        "arm": arm,
+        "budget": budget,
+        "floor": data.floor,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_trained": len(recorder.records),
+        "final_test_metric": _r(module.test_metric()),
+        "restored_checkpoint": restored_from is not None,
+        "seconds": round(seconds, 2),
+        "events": events,
+        "trace": recorder.records,
+    }
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, separators=(",", ":")))
+    return result

@@ -1,0 +1,242 @@
+"""The suite's tasks: data with a known noise floor, a model, a loss and a metric.
+
+Every task is built from a seed alone (generated or bundled data, no download) and runs in
+a few seconds on one CPU thread. Classification tasks carry symmetric label noise at rate η
+in the training *and* validation labels; the test labels stay clean. Their noise floor is
+``normguard.label_noise_floor(η, C)``. The regression task's floor is its noise variance σ².
+
+====================  =========================  ==============================  =====  ======
+task                  data (train / val / test)  model (parameters)              batch  epochs
+====================  =========================  ==============================  =====  ======
+``cnn_digits``        8×8 digits as 1×8×8,       2 conv (8, 16) + 2 linear        64     100
+                      1000 / 300 / 497           (≈ 18 k)
+``mlp_tabular``       make_classification: 20    MLP 20-128-128-10 (≈ 20 k)       64     100
+                      features (8 informative,
+                      4 redundant), 10 classes,
+                      1000 / 500 / 2000
+``regression``        the paper's power-law      ReLU MLP 450-64-1 (≈ 29 k)       32     60
+                      data, α = 1.5, d = 450,
+                      300 / 300 / 2000
+``bert_majority``     length-16 sequences over   BertForSequenceClassification    128    100
+                      12 tokens; label = the     from a config: 2 layers,
+                      most frequent of tokens    hidden 32, 2 heads (≈ 19 k)
+                      0–3; 600 / 300 / 1000
+====================  =========================  ==============================  =====  ======
+
+Noise levels: η ∈ {0, 0.15, 0.35} for classification, σ² ∈ {1.0, 0.1} for the regression.
+Seconds per run (one thread, Lightning's per-step overhead included) are in the report's
+``s/run`` column; they were measured on a shared, loaded machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+import normguard as ng
+from normguard.tasks import power_law_regression
+
+
+@dataclass
+class TaskData:
+    """Tensors of one task instance and what the harness needs to know about them."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    classes: int  # 0 for regression
+    floor: float  # noise floor of the training loss
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task family: builds data and model for (noise, seed)."""
+
+    name: str
+    kind: str  # "classification" | "regression"
+    noises: tuple[float, ...]  # η for classification, σ² for regression
+    epochs: int
+    batch_size: int
+    build_data: Callable[[float, int], TaskData]
+    build_model: Callable[[TaskData], nn.Module]
+    small: dict[str, int] = field(default_factory=dict)  # overrides for the tiny test version
+
+    @property
+    def metric(self) -> str:
+        return "acc" if self.kind == "classification" else "mse"
+
+    @property
+    def mode(self) -> str:
+        return "max" if self.kind == "classification" else "min"
+
+
+def _flip(labels: Tensor, rate: float, classes: int, g: torch.Generator) -> Tensor:
+    """Symmetric label noise: each label is replaced by a uniform class with probability ``rate``."""
+    labels = labels.clone()
+    if rate > 0:
+        flip = torch.rand(len(labels), generator=g) < rate
+        labels[flip] = torch.randint(0, classes, (int(flip.sum()),), generator=g)
+    return labels
+
+
+def _split(x: Tensor, y: Tensor, sizes: tuple[int, int, int], eta: float, classes: int, seed: int) -> TaskData:
+    g = torch.Generator().manual_seed(10_000 + seed)
+    perm = torch.randperm(len(y), generator=g)
+    a, b, c = sizes
+    tr, va, te = perm[:a], perm[a : a + b], perm[a + b : a + b + c]
+    return TaskData(
+        x[tr],
+        _flip(y[tr], eta, classes, g),
+        x[va],
+        _flip(y[va], eta, classes, g),
+        x[te],
+        y[te],
+        classes,
+        ng.label_noise_floor(eta, classes),
+    )
+
+
+# ---------------------------------------------------------------------- (a) CNN on digits
+def digits_data(eta: float, seed: int) -> TaskData:
+    """scikit-learn's bundled 8×8 digits as 1×8×8 images in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    x_all, y_all = load_digits(return_X_y=True)
+    x = torch.tensor(x_all / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(y_all, dtype=torch.long)
+    return _split(x, y, (1000, 300, 497), eta, 10, seed)
+
+
+def digits_cnn(data: TaskData) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+
+
+# ---------------------------------------------------------------------- (b) MLP on tabular
+def tabular_data(eta: float, seed: int) -> TaskData:
+    """``make_classification``: 20 features (8 informative, 4 redundant), 10 classes, 2 clusters each."""
+    from sklearn.datasets import make_classification
+
+    x_np, y_np = make_classification(
+        n_samples=3500,
+        n_features=20,
+        n_informative=8,
+        n_redundant=4,
+        n_classes=10,
+        n_clusters_per_class=2,
+        class_sep=2.5,
+        flip_y=0.0,
+        random_state=seed,
+    )
+    x = torch.tensor(x_np, dtype=torch.float32)
+    x = (x - x.mean(0)) / x.std(0)
+    return _split(x, torch.tensor(y_np, dtype=torch.long), (1000, 500, 2000), eta, 10, seed)
+
+
+def tabular_mlp(data: TaskData) -> nn.Module:
+    d = data.x_train.shape[1]
+    return nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+# ---------------------------------------------------------------------- (c) the paper's regression
+def regression_data(sigma2: float, seed: int) -> TaskData:
+    """``normguard.tasks.power_law_regression`` (α = 1.5, n = 300, d = 450); floor σ²."""
+    d = power_law_regression(300, 1.5, sigma2=sigma2, n_val=300, seed=seed)
+    return TaskData(d["x_train"], d["y_train"], d["x_val"], d["y_val"], d["x_test"], d["y_test"], 0, float(sigma2))
+
+
+def regression_mlp(data: TaskData) -> nn.Module:
+    """A shallow ReLU MLP (the paper's shallow-network experiment, one hidden layer of 64)."""
+    return nn.Sequential(nn.Linear(data.x_train.shape[1], 64), nn.ReLU(), nn.Linear(64, 1), nn.Flatten(0))
+
+
+# ---------------------------------------------------------------------- (d) tiny BERT
+SEQ_LEN, VOCAB, MAJ_CLASSES = 16, 12, 4
+
+
+def majority_data(eta: float, seed: int) -> TaskData:
+    """Token sequences; label = which of tokens 0..3 occurs most often (ties: the smallest)."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    n = 2300
+    x = torch.randint(0, VOCAB, (n, SEQ_LEN), generator=g)
+    counts = torch.stack([(x == c).sum(1) for c in range(MAJ_CLASSES)], 1)
+    y = counts.argmax(1)  # first maximum on ties
+    return _split(x, y, (600, 300, 1000), eta, MAJ_CLASSES, seed)
+
+
+class BertClassifier(nn.Module):
+    """``BertForSequenceClassification`` from a config (no hub), returning logits."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        from transformers import BertConfig, BertForSequenceClassification
+
+        config = BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=SEQ_LEN,
+            type_vocab_size=1,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            num_labels=classes,
+        )
+        self.bert = BertForSequenceClassification(config)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.bert(input_ids=tokens).logits
+
+
+def majority_bert(data: TaskData) -> nn.Module:
+    return BertClassifier(data.classes)
+
+
+# ---------------------------------------------------------------------- registry
+def mse(out: Tensor, y: Tensor) -> Tensor:
+    return (out - y).pow(2).mean()
+
+
+def loss_fn(spec: TaskSpec) -> Callable[[Tensor, Tensor], Tensor]:
+    return nn.functional.cross_entropy if spec.kind == "classification" else mse
+
+
+def metric_value(spec: TaskSpec, out: Tensor, y: Tensor) -> float:
+    """Accuracy in % (classification) or MSE (regression)."""
+    if spec.kind == "classification":
+        return 100.0 * (out.argmax(1) == y).float().mean().item()
+    return mse(out, y).item()
+
+
+TASKS: dict[str, TaskSpec] = {
+    "cnn_digits": TaskSpec(
+        "cnn_digits", "classification", (0.0, 0.15, 0.35), 100, 64, digits_data, digits_cnn, {"epochs": 40}
+    ),
+    "mlp_tabular": TaskSpec(
+        "mlp_tabular", "classification", (0.0, 0.15, 0.35), 100, 64, tabular_data, tabular_mlp, {"epochs": 40}
+    ),
+    "regression": TaskSpec(
+        "regression", "regression", (1.0, 0.1), 60, 32, regression_data, regression_mlp, {"epochs": 25}
+    ),
+    "bert_majority": TaskSpec(
+        "bert_majority", "classification", (0.0, 0.15, 0.35), 100, 128, majority_data, majority_bert, {"epochs": 30}
+    ),
+}
+
+__all__ = ["TASKS", "TaskData", "TaskSpec", "loss_fn", "metric_value"]

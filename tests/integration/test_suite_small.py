@@ -1,0 +1,141 @@
+"""Tiny versions of the benchmark suite's tasks through its harness (benchmarks/suite/).
+
+Structural facts of every task's trace, and directions that must hold: without intervention
+the training loss of a 35 %-noise task goes under the noise floor, EarlyStopping's restored
+weights beat its own last epoch on a memorising run, and replaying EarlyStopping on the
+``none`` trace reproduces the real arm (the offline analysis rests on that). The full suite
+is slow and is not run by pytest unless ``NORMGUARD_FULL_SUITE=1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+pytest.importorskip("sklearn")
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+from suite import analysis  # noqa: E402
+from suite.harness import ARMS, ArmUnavailable, run  # noqa: E402
+from suite.tasks import TASKS  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def quiet() -> None:
+    warnings.filterwarnings("ignore")
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "normguard"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_each_task_runs_and_traces(task: str, tmp_path: Path) -> None:
+    if task == "bert_majority":
+        pytest.importorskip("transformers")
+    spec = TASKS[task]
+    noise = spec.noises[-1]
+    r = run(task, noise, 0, "none", epochs=3, root=tmp_path)
+    assert r["epochs_trained"] == 3 and len(r["trace"]) == 3
+    assert [t["epoch"] for t in r["trace"]] == [1, 2, 3]
+    assert r["final_test_metric"] == r["trace"][-1]["test_metric"]
+    for t in r["trace"]:
+        assert all(math.isfinite(t[k]) for k in ("train_loss", "val_loss", "val_metric", "test_metric", "norm"))
+        assert 0 < t["norm_decayed"] <= t["norm"] * (1 + 1e-5)
+        assert t["dist_init"] > 0 and t["dist_best"] >= 0 and t["layers"]
+        assert t["weight_decay"] == [0.01]
+    best = analysis.best_epoch(r)
+    assert r["trace"][best - 1]["dist_best"] == 0.0
+    assert (tmp_path / task).glob("*.json")
+    again = run(task, noise, 0, "none", epochs=3, root=tmp_path)  # reused from disk
+    assert again["trace"] == r["trace"]
+
+
+def test_no_intervention_on_35_percent_noise_goes_under_the_floor(tmp_path: Path) -> None:
+    r = run("mlp_tabular", 0.35, 0, "none", epochs=TASKS["mlp_tabular"].small["epochs"], root=tmp_path)
+    assert r["floor"] > 0
+    crossing = analysis.floor_crossing(r)
+    assert crossing is not None, "the training loss never went under the noise floor"
+    train = analysis.series(r, "train_loss")
+    assert train[-1] < r["floor"]
+    # memorising: the validation loss ends above its minimum
+    val = analysis.series(r, "val_loss")
+    assert val[-1] > val.min()
+
+
+def test_early_stopping_restores_better_than_its_last_epoch_and_replay_matches(tmp_path: Path) -> None:
+    epochs = TASKS["regression"].small["epochs"]
+    none = run("regression", 1.0, 0, "none", epochs=epochs, root=tmp_path)
+    es = run("regression", 1.0, 0, "early_stopping", epochs=epochs, root=tmp_path)
+    assert es["restored_checkpoint"]
+    assert es["epochs_trained"] < epochs, "EarlyStopping did not stop on a memorising run"
+    # test MSE: the restored weights are no worse than the last trained epoch's
+    assert es["final_test_metric"] <= es["trace"][-1]["test_metric"]
+    # the run is deterministic: the ES trace is a prefix of the none trace, and the replay agrees
+    n = es["epochs_trained"]
+    assert [t["val_metric"] for t in es["trace"]] == [t["val_metric"] for t in none["trace"][:n]]
+    assert analysis.early_stopping_epoch(none, 10) == n
+    assert analysis.restore_at(none, n)[1] == pytest.approx(es["final_test_metric"], abs=1e-4)
+
+
+def test_normguard_arms_run_or_skip_clearly(tmp_path: Path) -> None:
+    for name, arm in ARMS.items():
+        if not arm.normguard:
+            continue
+        try:
+            r = run("regression", 1.0, 0, name, epochs=12, root=tmp_path)
+        except ArmUnavailable as exc:
+            assert "rejected" in str(exc) or "unavailable" in str(exc)
+            continue
+        assert 1 <= r["epochs_trained"] <= 12
+        assert all(e["kind"] for e in r["events"])
+
+
+def test_conditions_on_scripted_traces() -> None:
+    """Memorising (train↓, val↑, norm accelerating) vs learning (both ↓, norm decelerating)."""
+    epochs = range(1, 31)
+
+    def trace(memorise: bool) -> dict:
+        recs = []
+        for e in epochs:
+            late = max(0, e - 12)
+            recs.append(
+                {
+                    "epoch": e,
+                    "train_loss": 2.0 / e if not memorise else 2.0 / e - 0.01 * late,
+                    "val_loss": 2.0 / e + (0.05 * late if memorise else 0.0),
+                    "val_metric": min(90.0, 50 + 3 * e) if not memorise else 50 + 3 * min(e, 12) - 0.5 * late,
+                    "norm": 10 * e**0.1 * math.exp(0.002 * late**2 if memorise else 0.0),
+                    "dist_best": 0.0 if not memorise or e <= 12 else 0.3 * late,
+                    "dist_init": 1 + 0.1 * e,
+                }
+            )
+        return {"trace": recs, "mode": "max", "floor": 1.0 if memorise else 0.0}
+
+    clean, noisy = trace(False), trace(True)
+    assert analysis.best_epoch(noisy) == 12
+    assert not any(analysis.c_diverging(clean)[12:])
+    assert all(analysis.c_diverging(noisy)[20:])
+    assert all(analysis.c_accelerating(noisy)[20:])
+    assert not any(v for v in analysis.c_accelerating(clean) if v is not None)
+    assert analysis.first_streak([None, True, False, True, True, True], 3) == 6
+
+
+@pytest.mark.skipif(os.environ.get("NORMGUARD_FULL_SUITE") != "1", reason="the full suite is slow (minutes)")
+def test_full_suite(tmp_path: Path) -> None:  # pragma: no cover - manual
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("suite_cli", BENCH / "suite.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--no-write"]) == 0
