@@ -269,14 +269,14 @@ class HoldNoiseFloor(Action):
     * bounded: never below the group's own starting weight decay (the user's choice) and
       never above ``max_shrink`` / lr (at most that fraction of each weight removed per step).
 
-    How the decay is applied (decoupled, ``p ← p · (1 − lr · λ)`` after each step):
+    How the decay is applied (decoupled, ``p ← p · (1 − lr · λ)`` at each step):
     optimizers whose ``weight_decay`` is already decoupled (``AdamW``, or
     ``decoupled_weight_decay=True``) get their group's ``weight_decay`` set to λ; for all
     others (``Adam``, ``SGD``, ...) the group's own value is left as it is and the shrink by
     the controller's λ is applied at each ``optimizer.step()`` by a step pre-hook, before
-    the update, exactly as ``AdamW`` orders it (one fused multiply per group; no host sync). Groups whose weight decay is 0 while others'
-    is not (biases, norm layers) are left alone unless ``param_groups`` names them; when
-    every group is at 0, all are regularised.
+    the update, exactly as ``AdamW`` orders it (one fused multiply per group; no host sync).
+    Groups whose weight decay is 0 while others' is not (biases, norm layers) are left
+    alone unless ``param_groups`` names them; when every group is at 0, all are regularised.
 
     Args:
         gain: proportional gain on the log error.

@@ -300,7 +300,8 @@ class NearInterpolationDetector:
             names = {c.value for c in Condition}
             if isinstance(require, str) or not require or not set(require) <= names:
                 raise ValueError(
-                    f"Expected argument `require` to be a non-empty list of {sorted(names)} or None but got {require!r}."
+                    f"Expected argument `require` to be a non-empty list of {sorted(names)} or None "
+                    f"but got {require!r}."
                 )
         _check_number("confidence", confidence, low=0.5, high=1.0)
         _check_int("baseline_checks", baseline_checks, 1)

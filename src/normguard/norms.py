@@ -77,7 +77,7 @@ __all__ = [
 # ------------------------------------------------------------------ argument checks
 def _check_offload(value: object) -> Offload:
     """``value`` if it is one of :data:`Offload`'s options (see :func:`normguard.validation.check_choice`)."""
-    return check_choice("offload", value, get_args(Offload))  # type: ignore[no-any-return]
+    return check_choice("offload", value, get_args(Offload))
 
 
 # ------------------------------------------------------------------ parameters and layers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -60,9 +61,9 @@ def test_converges_to_the_floor_without_oscillating() -> None:
     decays, losses = run_plant(HoldNoiseFloor(), opt, 60)
     assert losses[0] < FLOOR  # starts fitting below the floor
     assert abs(losses[-1] / FLOOR - 1) <= 0.1
-    changes = [b / a for a, b in zip(decays, decays[1:]) if b != a]
+    changes = [b / a for a, b in itertools.pairwise(decays) if b != a]
     assert changes and max(changes) <= 1.5 + 1e-9 and min(changes) >= 1 / 1.5 - 1e-9  # rate-limited
-    direction_flips = sum(1 for x, y in zip(changes, changes[1:]) if (x > 1) != (y > 1))
+    direction_flips = sum(1 for x, y in itertools.pairwise(changes) if (x > 1) != (y > 1))
     assert direction_flips <= 2  # settles; no hunting around the floor
 
 
