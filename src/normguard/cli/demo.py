@@ -1,13 +1,17 @@
 """``normguard demo``: the paper's synthetic power-law regression, trained past its noise floor.
 
-Two runs with the same seed and data: one that only trains, one guarded by normguard
-(raise weight decay, then stop and restore the best weights). Both write TensorBoard logs;
-the command prints when the signature appeared, what was done, and the test loss of each.
+Four runs with the same seed, data and full-batch Adam: no intervention; early stopping on
+the validation loss (patience 10 validations, best weights restored: what Lightning's
+``EarlyStopping`` + best ``ModelCheckpoint`` do); normguard's ``stop`` (stop at the
+signature, restore the best weights); and normguard's ``hold_floor`` (a decoupled weight
+decay that keeps the training loss at the noise floor for the rest of training). Each
+writes TensorBoard logs; the command prints the test error of each and what normguard did.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -19,6 +23,9 @@ import torch
 
 from normguard.cli import UsageError
 from normguard.science.datasets import power_law_regression
+
+RUNS = ("none", "early_stopping", "stop", "hold_floor")
+EARLY_STOPPING_PATIENCE = 10
 
 
 @dataclass
@@ -47,11 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=2000, help="full-batch Adam steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--action", default="weight_decay,stop", help="comma-separated actions (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace, action: Any) -> DemoRun:
+def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -> DemoRun:
     import normguard as ng
 
     torch.manual_seed(args.seed)
@@ -60,12 +66,13 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace, a
     torch.nn.init.zeros_(model.weight)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=0.0)
     log_dir = os.path.join(args.out_dir, name)
+    action = name if name in ("stop", "hold_floor") else (lambda verdict, context: None)
     guard = ng.NormGuard(model, opt, log_dir=log_dir, every_n_steps=10, noise_floor=1.0, action=action)
 
     def mse(split: str) -> torch.Tensor:
         return (model(data[f"x_{split}"]).squeeze(-1) - data[f"y_{split}"]).pow(2).mean()
 
-    best_val, test_at_best = math.inf, math.nan
+    best_val, test_at_best, best_state, since_best = math.inf, math.nan, None, 0
     progress = _progress(args.steps, name, disable=args.no_progress)
     step = 0
     with guard:
@@ -75,18 +82,23 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace, a
             loss.backward()
             opt.step()
             guard.step(loss)
+            progress.update(1)
             if step % 20 == 0:
                 with torch.no_grad():
                     val, test = mse("val"), mse("test")
                 guard.validation_end(val)
+                since_best += 1
                 if val.item() < best_val:
-                    best_val, test_at_best = val.item(), test.item()
-            progress.update(1)
+                    best_val, test_at_best, since_best = val.item(), test.item(), 0
+                    best_state = copy.deepcopy(model.state_dict())
+                if name == "early_stopping" and since_best >= EARLY_STOPPING_PATIENCE:
+                    model.load_state_dict(best_state)
+                    break
             if guard.should_stop:
                 break
         progress.close()
-        with torch.no_grad():
-            final_train, final_test = mse("train").item(), mse("test").item()
+    with torch.no_grad():
+        final_train, final_test = mse("train").item(), mse("test").item()
     fired = [e.step for e in guard.events if e.kind == ng.EventKind.DETECTOR_FIRED]
     return DemoRun(
         name=name,
@@ -98,14 +110,14 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace, a
         test_loss_at_best_val=test_at_best,
         final_norm=ng.total_norm(model).item(),
         first_fired_step=fired[0] if fired else None,
-        events=[e.line() for e in guard.events],
+        events=[e.line() for e in guard.events] if name in ("stop", "hold_floor") else [],
     )
 
 
 def _progress(total: int, name: str, disable: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"{name:>8}", unit="step", disable=disable, leave=False)
+    return tqdm(total=total, desc=f"{name:>14}", unit="step", disable=disable, leave=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,13 +127,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--alpha must be > 1, got {args.alpha}")
     if args.steps < 20:
         raise UsageError(f"--steps must be at least 20, got {args.steps}")
-    actions = [a.strip() for a in args.action.split(",") if a.strip()]
-    from normguard.actions import resolve_action
-
-    try:
-        resolve_action(actions)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     import logging
     import warnings
 
@@ -129,32 +134,34 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="normguard")
     data = power_law_regression(args.n, args.alpha, seed=args.seed)
     started = time.perf_counter()
-    plain = _train("without", data, args, action=lambda verdict, context: None)
-    guarded = _train("with", data, args, action=actions)
+    runs = {name: _train(name, data, args) for name in RUNS}
     elapsed = time.perf_counter() - started
     if args.json:
-        print(json.dumps({"without": asdict(plain), "with": asdict(guarded), "seconds": elapsed}))
+        print(json.dumps({**{k: asdict(v) for k, v in runs.items()}, "seconds": elapsed}))
         return 0
     d = data["x_train"].shape[1]
     print(f"normguard demo: linear regression, n={args.n}, d={d}, alpha={args.alpha}, noise floor sigma^2 = 1.0")
-    print(f"({elapsed:.1f} s)\n")
+    print(f"full-batch Adam, {args.steps} steps at most ({elapsed:.1f} s)\n")
+    heads = ("no intervention", "EarlyStopping", "normguard stop", "hold_floor")
+    print(f"{'':20}" + "".join(f"{h:>17}" for h in heads))
     rows = [
-        ("steps trained", plain.steps, guarded.steps, "d"),
-        ("final train MSE", plain.final_train_loss, guarded.final_train_loss, ".3f"),
-        ("final test MSE", plain.final_test_loss, guarded.final_test_loss, ".3f"),
-        ("best val MSE seen", plain.best_val_loss, guarded.best_val_loss, ".3f"),
-        ("final weight norm", plain.final_norm, guarded.final_norm, ".2f"),
+        ("steps trained", "steps", "d"),
+        ("final train MSE", "final_train_loss", ".3f"),
+        ("final test MSE", "final_test_loss", ".3f"),
+        ("final weight norm", "final_norm", ".2f"),
     ]
-    print(f"{'':22}{'without normguard':>20}{'with normguard':>18}")
-    for label, a, b, fmt in rows:
-        print(f"{label:22}{a:>20{fmt}}{b:>18{fmt}}")
-    fired = guarded.first_fired_step
-    print()
-    if fired is None:
-        print("The near-interpolation signature did not appear in this run.")
-    else:
-        print(f"Signature first seen at step {fired}. What normguard did:")
-        for line in guarded.events:
+    for label, key, fmt in rows:
+        print(f"{label:20}" + "".join(f"{getattr(runs[name], key):>17{fmt}}" for name in RUNS))
+    print(
+        f"\nEarlyStopping: patience {EARLY_STOPPING_PATIENCE} validations on the validation loss, best weights "
+        "restored.\nhold_floor keeps training for the whole budget with the training loss held at the floor."
+    )
+    for name in ("stop", "hold_floor"):
+        shown = runs[name].events[:6]
+        print(f"\nWhat normguard did ({name}):")
+        for line in shown:
             print(f"  {line}")
+        if len(runs[name].events) > len(shown):
+            print(f"  ... and {len(runs[name].events) - len(shown)} more events")
     print(f"\nSee it: tensorboard --logdir {args.out_dir}   (Custom Scalars tab: 'normguard')")
     return 0

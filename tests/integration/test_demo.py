@@ -1,0 +1,28 @@
+"""``normguard demo`` (README's first command) runs its four arms and reports them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from normguard.cli import main
+
+
+def test_demo_json_has_the_four_runs_and_normguard_acts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--json", "--n", "100", "--steps", "600", "--no-progress", "--out-dir", str(tmp_path)])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"none", "early_stopping", "stop", "hold_floor"} <= set(out)
+    assert out["none"]["steps"] == 600 and out["hold_floor"]["steps"] == 600
+    assert out["early_stopping"]["steps"] < 600
+    # the unguarded run fits below the noise floor (σ² = 1); hold_floor keeps near it
+    assert out["none"]["final_train_loss"] < 0.5 < out["hold_floor"]["final_train_loss"]
+    assert any("hold_floor engaged" in line for line in out["hold_floor"]["events"])
+    assert all((tmp_path / name).is_dir() for name in ("none", "early_stopping", "stop", "hold_floor"))
+
+
+def test_demo_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--n", "5"]) == 2
+    assert "--n must be at least 20" in capsys.readouterr().err
