@@ -537,7 +537,7 @@ def test_gradient_accumulation_checks_on_optimizer_steps_with_unscaled_losses() 
     assert guard.verdicts[1].train_loss == pytest.approx(sum(losses[4:]) / 4, rel=1e-5)
 
 
-def test_step_and_epoch_logging_reads_thestep_metric() -> None:
+def test_step_and_epoch_logging_reads_the_step_value() -> None:
     class Both(Regressor):
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
@@ -647,3 +647,26 @@ def test_quickstart_example_runs() -> None:
     assert watch_steps == 60 and guard_steps < 60  # watch runs to the end; guard stops at the signature
     test_watch, test_guard = map(float, lines["test MSE"][-2:])
     assert test_guard < test_watch
+
+
+def test_installed_lightning_takes_the_sync_free_path() -> None:
+    # the private step cache is read for the Lightning versions step_metric was tested with;
+    # if a Lightning upgrade changes its shape this fails, instead of silently syncing every step
+    import lightning
+
+    import normguard.lightning as ngl
+
+    low, high = ngl._PRIVATE_READ_TESTED
+    assert low <= ngl._version(lightning.__version__) < high
+    seen: list[torch.Tensor] = []
+
+    class Probe(L.Callback):
+        def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+            value = ngl.step_metric(trainer, "train_loss")
+            cache = next(m for m in trainer._results.values() if m.meta.name == "train_loss")._forward_cache
+            assert value is cache
+            seen.append(value)
+
+    train, _ = loaders(random_regression(), batch_size=16)
+    L.Trainer(max_steps=3, logger=False, callbacks=[Probe()], **QUIET).fit(Regressor(mlp()), train)
+    assert len(seen) == 3 and ngl._private_read_ok
