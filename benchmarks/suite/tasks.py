@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from normguard.tasks import power_law_regression
+from normguard.science.datasets import power_law_regression
 from torch import Tensor, nn
 
 import normguard as ng
@@ -155,7 +155,7 @@ def tabular_mlp(data: TaskData) -> nn.Module:
 
 # ---------------------------------------------------------------------- (c) the paper's regression
 def regression_data(sigma2: float, seed: int) -> TaskData:
-    """``normguard.tasks.power_law_regression`` (α = 1.5, n = 300, d = 450); floor σ²."""
+    """``normguard.science.datasets.power_law_regression`` (α = 1.5, n = 300, d = 450); floor σ²."""
     d = power_law_regression(300, 1.5, sigma2=sigma2, n_val=300, seed=seed)
     return TaskData(d["x_train"], d["y_train"], d["x_val"], d["y_val"], d["x_test"], d["y_test"], 0, float(sigma2))
 
