@@ -194,3 +194,262 @@ class _no_warning:
 
     def __exit__(self, *exc: object) -> None:
         self._cm.__exit__(*exc)
+
+
+def test_refuses_the_inflated_loss_when_asked(tmp_path: Path) -> None:
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, inflated_loss="refuse")
+    trainer = make_trainer(tmp_path, [guard], ga=2, max_steps=2)
+    with pytest.raises(ValueError, match=r"accepts_loss_kwargs = False.*model_uses_num_items=True"):
+        trainer.train()
+
+
+def test_no_correction_when_the_trainer_divides_itself(tmp_path: Path) -> None:
+    model = tiny_bert()
+    model.accepts_loss_kwargs = False  # the fix named in the message: the Trainer divides by GA itself
+    truth = TrueLoss(model)
+    sink = RecordingSink()
+    guard = NormGuardTrainerCallback(sinks=[sink])
+    trainer = make_trainer(tmp_path, [guard, truth], ga=2, model=model, max_steps=8)
+    with _no_warning():
+        trainer.train()
+    per_step = torch.tensor(truth.losses).reshape(-1, 2).mean(1)
+    assert sink.series(tags.TRAIN_LOSS)[0][1] == pytest.approx(per_step[:4].mean().item(), rel=1e-5)
+    assert guard._train_scale == 1.0
+
+
+# ---------------------------------------------------------------------------- evaluate() outside train()
+def test_evaluate_before_and_after_train_makes_no_decision(tmp_path: Path) -> None:
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    trainer = make_trainer(tmp_path, [guard], max_steps=16)
+    trainer.evaluate()  # before train(): no monitor yet, nothing happens
+    assert guard.monitor is None and guard.verdicts == []
+    trainer.train()
+    verdicts, events = len(guard.verdicts), list(guard.events)
+    assert verdicts == 2 + 2  # train checks at 4 and 12; evaluations at 8 and 16
+    trainer.evaluate()
+    assert len(guard.verdicts) == verdicts and guard.events == events
+
+
+# ---------------------------------------------------------------------------- load_best_model_at_end
+def test_load_best_model_at_end_wins_and_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model = tiny_bert()
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    trainer = make_trainer(
+        tmp_path, [guard], model=model, save_strategy="steps", save_steps=8, load_best_model_at_end=True
+    )
+    with caplog.at_level(logging.INFO, logger="normguard"), _no_warning():
+        trainer.train()
+    assert kinds(guard) == ["detector_fired", "stop", "restore_skipped"]
+    assert "load_best_model_at_end" in guard.events[-1].message
+    assert "Hugging Face's best weights win" in caplog.text
+    # the two judge alike (eval_loss, lower is better): the same best step
+    assert trainer.state.best_global_step == guard.monitor.best.step
+    from safetensors.torch import load_file
+
+    saved = load_file(os.path.join(trainer.state.best_model_checkpoint, "model.safetensors"))
+    current = model.state_dict()
+    assert all(torch.equal(current[k], v) for k, v in saved.items())
+
+
+def test_warns_when_the_trainer_and_normguard_judge_best_differently(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, monitor="accuracy", mode="max", sinks=[sink])
+    trainer = make_trainer(
+        tmp_path,
+        [guard],
+        compute_metrics=accuracy,
+        save_strategy="steps",
+        save_steps=8,
+        load_best_model_at_end=True,
+        max_steps=8,
+    )
+    with pytest.warns(UserWarning, match=r"judges 'best' by eval_loss .* normguard by eval_accuracy"):
+        trainer.train()
+    [(step, value)] = sink.series(tags.VAL_METRIC)  # "accuracy" read as eval_accuracy
+    assert step == 8 and value == trainer.state.log_history[-2]["eval_accuracy"]
+
+
+# ---------------------------------------------------------------------------- state, resume
+def _events(guard: NormGuardTrainerCallback) -> list[tuple[int, str, str]]:
+    return [(e.step, e.kind.value, e.message) for e in guard.events]
+
+
+def _strict_json(path: Path) -> dict[str, Any]:
+    def refuse(name: str) -> None:
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A run that stops, checkpointing every evaluation, with callback states restored on resume."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("stopped")
+    model = tiny_bert()
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    trainer = make_trainer(
+        out, [guard], model=model, save_strategy="steps", save_steps=8, restore_callback_states_from_checkpoint=True
+    )
+    trainer.train()
+    return {
+        "out": out,
+        "events": _events(guard),
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "stop": trainer.state.global_step,
+        "best_step": guard.monitor.best.step,
+    }
+
+
+def test_checkpoint_holds_json_state_and_the_best_weights_file(stopped_run: dict[str, Any]) -> None:
+    stop = stopped_run["stop"]
+    folder = stopped_run["out"] / f"checkpoint-{stop}"
+    state = _strict_json(folder / "trainer_state.json")["stateful_callbacks"]["NormGuardTrainerCallback"]
+    assert state["args"]["action"] == "stop" and state["args"]["_rebuild"] is True
+    saved = state["attributes"]["restored_state"]
+    assert saved["monitor"]["should_stop"] and saved["monitor"]["restore_pending"]
+    assert saved["best_weights_file"] == BEST_WEIGHTS_FILE
+    best = torch.load(folder / BEST_WEIGHTS_FILE, weights_only=True)
+    assert best["step"] == stopped_run["best_step"]
+    # the checkpoint holds the weights its trainer_state.json describes (the last ones), not the restored best
+    from safetensors.torch import load_file
+
+    last = load_file(folder / "model.safetensors")
+    assert not all(torch.equal(last[k], best["state"][k]) for k in last)
+
+
+def test_resume_mid_run_gives_identical_events_and_weights(stopped_run: dict[str, Any], tmp_path: Path) -> None:
+    checkpoint = stopped_run["out"] / f"checkpoint-{stopped_run['stop'] - 8}"
+    model = tiny_bert(seed=1)  # other initial weights: the checkpoint's replace them
+    mine = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    trainer = make_trainer(
+        tmp_path, [mine], model=model, save_strategy="steps", save_steps=8, restore_callback_states_from_checkpoint=True
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    live = NormGuardTrainerCallback.find(trainer)
+    assert live is not mine and live.monitor is mine.monitor  # Hugging Face rebuilt it; the user's object is live
+    assert _events(mine) == stopped_run["events"]
+    assert trainer.state.global_step == stopped_run["stop"]
+    assert weights_equal(model.state_dict(), stopped_run["weights"])
+
+
+def test_resume_from_the_stop_checkpoint_trains_no_further(stopped_run: dict[str, Any], tmp_path: Path) -> None:
+    checkpoint = stopped_run["out"] / f"checkpoint-{stopped_run['stop']}"
+    model = tiny_bert(seed=1)
+    truth = TrueLoss(model)
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    trainer = make_trainer(
+        tmp_path, [guard], model=model, save_strategy="steps", save_steps=8, restore_callback_states_from_checkpoint=True
+    )
+    trainer.train(resume_from_checkpoint=str(checkpoint))
+    assert truth.losses == [] and trainer.state.global_step == stopped_run["stop"]
+    assert _events(guard) == stopped_run["events"]  # the pending restore applied at the end, as in the first run
+    assert weights_equal(model.state_dict(), stopped_run["weights"])
+
+
+def test_resume_without_callback_states_warns(stopped_run: dict[str, Any], tmp_path: Path) -> None:
+    checkpoint = stopped_run["out"] / f"checkpoint-{stopped_run['stop'] - 8}"
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR)
+    trainer = make_trainer(tmp_path, [guard], max_steps=stopped_run["stop"] - 4)
+    with pytest.warns(UserWarning, match="restore_callback_states_from_checkpoint=True"):
+        trainer.train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_foreign_state_is_refused(stopped_run: dict[str, Any]) -> None:
+    folder = stopped_run["out"] / f"checkpoint-{stopped_run['stop']}"
+    state = _strict_json(folder / "trainer_state.json")["stateful_callbacks"]["NormGuardTrainerCallback"]
+    other = BertForSequenceClassification(
+        BertConfig(vocab_size=100, hidden_size=48, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    guard.restored_state = state["attributes"]["restored_state"]
+    args = training_args(folder.parent)
+    opt = torch.optim.AdamW(other.parameters(), weight_decay=0.01)
+    control = transformers.TrainerControl()
+    with pytest.raises(StateError, match="another model"):
+        guard.on_train_begin(args, transformers.TrainerState(global_step=8), control, model=other, optimizer=opt)
+    with pytest.raises(StateError, match="Expected a NormGuardTrainerCallback state"):
+        guard.restored_state = {"garbage": 1}
+
+
+# ---------------------------------------------------------------------------- TensorBoard
+def test_tensorboard_shares_the_run_dir_and_report_reads_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    closed: list[int] = []
+    original_close = SummaryWriter.close
+    monkeypatch.setattr(SummaryWriter, "close", lambda self: (closed.append(id(self)), original_close(self))[1])
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    trainer = make_trainer(tmp_path, [guard], report_to=["tensorboard"])
+    from transformers.integrations import TensorBoardCallback
+
+    tb = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback))
+    hf_writer: list[Any] = []
+    trainer.add_callback(type("Spy", (TrainerCallback,), {"on_train_begin": lambda *a, **k: hf_writer.append(tb.tb_writer)}))
+    trainer.train()
+    assert closed.count(id(hf_writer[0])) == 1  # closed once, by Hugging Face
+
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir()]
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    acc.Reload()
+    scalars = acc.Tags()["scalars"]
+    assert "train/loss" in scalars and "eval/loss" in scalars  # Hugging Face's tags
+    assert tags.TOTAL_NORM in scalars and tags.event_tag("restore") in scalars  # normguard's, same run
+    stop = guard.events[-1].step
+    assert [e.step for e in acc.Scalars(tags.event_tag("restore"))] == [stop]
+
+    from normguard import report
+
+    runs = report.load_runs(tmp_path / "runs")
+    summary = report.summarize(runs[run_dir.name])
+    assert summary["first_fired_step"] == stop and summary["restored_to_step"] == guard.monitor.best.step
+    assert {"stop", "restore"} <= set(summary["actions_taken"])
+
+
+# ---------------------------------------------------------------------------- weight decay and norms
+def test_no_decay_group_untouched_and_norms_measure_the_decayed(tmp_path: Path) -> None:
+    model = tiny_bert()
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="weight_decay", patience=1)
+    trainer = make_trainer(tmp_path, [guard], model=model, max_steps=48)
+    trainer.train()
+    decay, no_decay = trainer.optimizer.param_groups
+    assert EventKind.WEIGHT_DECAY_CHANGED in [e.kind for e in guard.events]
+    assert decay["weight_decay"] > 0.01 and no_decay["weight_decay"] == 0.0
+    layers = set(guard.last_norms())
+    assert "bert.embeddings.LayerNorm" not in layers and "classifier" in layers
+    expected = torch.cat([p.detach().flatten() for p in decay["params"]]).norm().item()
+    assert guard.last_norms()["total"] == pytest.approx(expected, rel=1e-5)
+
+    everything = NormGuardTrainerCallback(measure="all")
+    trainer = make_trainer(tmp_path, [everything], model=tiny_bert(), max_steps=4, eval_strategy="no")
+    trainer.train()
+    assert "bert.embeddings.LayerNorm" in everything.last_norms()
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="every_n_steps"):
+        NormGuardTrainerCallback(every_n_steps=0)
+    with pytest.raises(ValueError, match="measure"):
+        NormGuardTrainerCallback(measure="some")
+    with pytest.raises(ValueError, match="inflated_loss"):
+        NormGuardTrainerCallback(inflated_loss="ignore")
+    with pytest.raises(ValueError, match="val_loss"):
+        NormGuardTrainerCallback(monitor="eval_accuracy", val_loss=None)
+
+
+def test_missing_eval_metric_lists_the_keys(tmp_path: Path) -> None:
+    guard = NormGuardTrainerCallback(monitor="eval_f1", mode="max")
+    trainer = make_trainer(tmp_path, [guard], max_steps=8)
+    with pytest.raises(RuntimeError, match=r"monitor='eval_f1'.*eval_loss"):
+        trainer.train()
+
+
+def test_normguard_imports_without_transformers() -> None:
+    code = (
+        "import sys; sys.modules['transformers'] = None\n"
+        "import normguard\n"
+        "try:\n    import normguard.transformers\nexcept ImportError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert "pip install 'normguard[transformers]'" in out
