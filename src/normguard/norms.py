@@ -140,7 +140,8 @@ def group_parameters(
     seen: set[int] = set()
     groups: dict[str, list[Tensor]] = {}
     if param_filter is not None and not callable(param_filter):
-        raise TypeError(f"Expected argument `param_filter` to be a callable or None but got {type(param_filter).__name__}.")
+        got = type(param_filter).__name__
+        raise TypeError(f"Expected argument `param_filter` to be a callable or None but got {got}.")
     for module_name, module in model.named_modules(remove_duplicate=True):
         for param_name, param in module.named_parameters(recurse=False):
             if id(param) in seen or (not include_frozen and not param.requires_grad):
@@ -507,7 +508,7 @@ class NormEngine:
         self._plan: _Plan | None = None
         groups = self._groups()
         if not groups and param_filter is not None:
-            raise ValueError("Expected `param_filter` to keep some of the model's parameters but it rejected all of them.")
+            raise ValueError("Expected `param_filter` to keep some of the model's parameters but it rejected all.")
         _require_parameters(groups, self.include_frozen)
         self._signature = self._fingerprint()
         self._plan = _Plan(groups)  # refuses meta parameters now, not at the first step

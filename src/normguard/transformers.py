@@ -137,13 +137,13 @@ def _find_trainer(callback: Any = None, depth: int = 16) -> tuple[Any, dict[str,
         if frame is None:
             break
         candidate = frame.f_locals.get("self")
-        if isinstance(candidate, transformers.Trainer) and (
+        ours = isinstance(candidate, transformers.Trainer) and (
             callback is None or any(_same(cb, callback) for cb in candidate.callback_handler.callbacks)
-        ):
-            if trainer is None or candidate is trainer:
-                trainer = candidate
-                for key, value in frame.f_locals.items():
-                    found.setdefault(key, value)
+        )
+        if ours and (trainer is None or candidate is trainer):
+            trainer = candidate
+            for key, value in frame.f_locals.items():
+                found.setdefault(key, value)
         frame = frame.f_back
     return trainer, found
 
@@ -444,7 +444,9 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         trainer, frame_locals = _find_trainer(self)
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if not isinstance(model, nn.Module):
-            raise TypeError(f"Expected the Trainer to pass a torch.nn.Module as `model` but got {type(model).__name__}.")
+            raise TypeError(
+                f"Expected the Trainer to pass a torch.nn.Module as `model` but got {type(model).__name__}."
+            )
         inner = unwrap_optimizer(optimizer)
         if not isinstance(inner, torch.optim.Optimizer):
             raise TypeError(
@@ -560,9 +562,9 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         )
         if (hf_metric, hf_greater) != (ours, ours_greater):
             message = (
-                f"normguard: Hugging Face judges 'best' by {hf_metric} (greater_is_better={hf_greater}) but normguard by "
-                f"{ours} (mode={self.options.mode!r}): with load_best_model_at_end=True Hugging Face's best is the one "
-                "restored. Set metric_for_best_model / greater_is_better and monitor / mode alike."
+                f"normguard: Hugging Face judges 'best' by {hf_metric} (greater_is_better={hf_greater}) but "
+                f"normguard by {ours} (mode={self.options.mode!r}): with load_best_model_at_end=True Hugging Face's "
+                "best is the one restored. Set metric_for_best_model / greater_is_better and monitor / mode alike."
             )
             log.warning(message)
             warnings.warn(message, UserWarning, stacklevel=3)
@@ -651,9 +653,13 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         if not os.path.isdir(folder):
             log.warning("normguard: checkpoint folder %s not found: the best weights are not saved with it", folder)
             return
-        torch.save({"step": best.step, "value": best.value, "state": best.state}, os.path.join(folder, BEST_WEIGHTS_FILE))
+        torch.save(
+            {"step": best.step, "value": best.value, "state": best.state}, os.path.join(folder, BEST_WEIGHTS_FILE)
+        )
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.monitor is None or not self._training:
             return
         veto = None
@@ -699,4 +705,3 @@ def _missing_metric(argument: str, name: str, metrics: Mapping[str, Any]) -> Run
         f"NormGuardTrainerCallback({argument}={name!r}) found no {name!r} in the evaluation metrics: pass "
         f"`{argument}=` one of {sorted(metrics)} (a metric needs `compute_metrics=` on the Trainer)."
     )
-

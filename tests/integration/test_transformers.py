@@ -339,7 +339,12 @@ def test_resume_from_the_stop_checkpoint_trains_no_further(stopped_run: dict[str
     truth = TrueLoss(model)
     guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
     trainer = make_trainer(
-        tmp_path, [guard], model=model, save_strategy="steps", save_steps=8, restore_callback_states_from_checkpoint=True
+        tmp_path,
+        [guard],
+        model=model,
+        save_strategy="steps",
+        save_steps=8,
+        restore_callback_states_from_checkpoint=True,
     )
     trainer.train(resume_from_checkpoint=str(checkpoint))
     assert truth.losses == [] and trainer.state.global_step == stopped_run["stop"]
@@ -385,7 +390,9 @@ def test_tensorboard_shares_the_run_dir_and_report_reads_it(tmp_path: Path, monk
 
     tb = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, TensorBoardCallback))
     hf_writer: list[Any] = []
-    trainer.add_callback(type("Spy", (TrainerCallback,), {"on_train_begin": lambda *a, **k: hf_writer.append(tb.tb_writer)}))
+    trainer.add_callback(
+        type("Spy", (TrainerCallback,), {"on_train_begin": lambda *a, **k: hf_writer.append(tb.tb_writer)})
+    )
     trainer.train()
     assert closed.count(id(hf_writer[0])) == 1  # closed once, by Hugging Face
 
@@ -453,3 +460,98 @@ def test_normguard_imports_without_transformers() -> None:
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert "pip install 'normguard[transformers]'" in out
+
+
+# ---------------------------------------------------------------------------- accelerate loops
+def _accelerate_loop(ga: int, attach: bool, mixed_precision: str = "no") -> tuple[ng.NormGuard, list[float]]:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a fresh accelerator per test (its state is global)
+    GradientState._reset_state()
+    try:
+        return _run_accelerate_loop(
+            Accelerator(cpu=True, gradient_accumulation_steps=ga, mixed_precision=mixed_precision), attach
+        )
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def _run_accelerate_loop(accelerator: Any, attach: bool) -> tuple[ng.NormGuard, list[float]]:
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    x, y = torch.randn(128, 6), torch.randn(128)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    model, opt, data = accelerator.prepare(net, opt, data)
+    guard = ng.NormGuard(model, opt, every_n_steps=2, attach=attach)  # an AcceleratedOptimizer, unwrapped
+    losses = []
+    for xb, yb in data:
+        with accelerator.accumulate(model):
+            loss = (model(xb).squeeze(-1) - yb).float().pow(2).mean()
+            guard.report_loss(loss)  # every micro-batch, before the step that may check (no host sync)
+            accelerator.backward(loss)
+            opt.step()  # attached: the inner optimizer's step hook counts only real optimizer steps
+            opt.zero_grad()
+        losses.append(loss.item())
+        if not attach and accelerator.sync_gradients:  # count optimizer steps, not micro-batches
+            guard.step()
+    guard.close()
+    return guard, losses
+
+
+@pytest.mark.parametrize("attach", [True, False])
+def test_accelerate_loop_counts_optimizer_steps_under_accumulation(attach: bool) -> None:
+    guard, losses = _accelerate_loop(ga=4, attach=attach)
+    assert guard.global_step == 16 // 4  # 16 micro-batches, 4 optimizer steps
+    assert len(guard.verdicts) == 2
+    assert [v.train_loss for v in guard.verdicts] == pytest.approx([sum(losses[:8]) / 8, sum(losses[8:]) / 8])
+    assert EventKind.DIVERGING_LOSS not in [e.kind for e in guard.events]
+
+
+def test_accelerate_bf16_on_cpu() -> None:
+    guard, _ = _accelerate_loop(ga=2, attach=True, mixed_precision="bf16")
+    assert guard.global_step == 8 and len(guard.verdicts) == 4
+    assert all(math.isfinite(v.train_loss) for v in guard.verdicts)
+    assert all(math.isfinite(n) for n in guard.last_norms().values())
+
+
+# ---------------------------------------------------------------------------- two processes
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs torch.distributed with gloo")
+def test_two_process_ddp_trainer_corrects_stops_together(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE)]),
+    }
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1"]
+    cmd += ["--master_port", str(_free_port()), str(HERE / "_hf_ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world_size"] == r1["world_size"] == 2
+    # inflated by GA (2) x processes (2) for training, by processes for evaluation: corrected
+    assert r0["train_scale"] == 0.25 and r0["eval_scale"] == 0.5
+    # the ranks stop together, at the same step, with the same events
+    assert r0["events"] == r1["events"] and [k for _, k in r0["events"]] == ["detector_fired", "stop", "restore"]
+    assert r0["global_step"] == r1["global_step"] < r0["max_steps"]
+    # the training loss normguard saw is the true mean over both ranks' micro-batches
+    ga, world = 2, 2
+    per_step = torch.tensor(r0["true_losses"]).reshape(-1, ga) + torch.tensor(r1["true_losses"]).reshape(-1, ga)
+    per_step = per_step.mean(1) / world
+    for step, seen in r0["train_checks"][:3]:
+        window = per_step[step - 4 : step] if step % 8 == 4 else None
+        if window is not None:
+            assert seen == pytest.approx(window.mean().item(), rel=1e-4)
+    # accelerate's DDP wrapper adds `module.` to layer names; unwrap_model gives the plain names
+    assert all(n.startswith("module.") for n in r0["names_wrapped"])
+    assert r0["names_unwrapped"] == ["0", "2"]
