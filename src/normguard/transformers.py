@@ -349,6 +349,7 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         self._train_scale = 1.0  # multiplies the logged training loss
         self._eval_scale = 1.0  # multiplies the logged evaluation loss
         self._device = torch.device("cpu")
+        self._loss_device = torch.device("cpu")
         self._trainer: Any = None
         self._blocked_training = False
 
@@ -468,6 +469,7 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
             defer_restore=True,
         )
         self._train_scale, self._eval_scale = self._loss_scales(trainer, args, model)
+        self._loss_device = self.monitor.engine.device  # the loss window's device: no move per log
         self._compare_best(args)
         self._last_check_step = state.global_step
         checkpoint = frame_locals.get("resume_from_checkpoint")
@@ -591,7 +593,9 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         value = logs["loss"]
         if not isinstance(value, (int, float)):
             return
-        self.monitor.accumulate_loss(torch.tensor(float(value) * self._train_scale, dtype=torch.float64))
+        dtype = torch.float32 if self._loss_device.type == "mps" else torch.float64
+        loss = torch.tensor(float(value) * self._train_scale, dtype=dtype, device=self._loss_device)
+        self.monitor.accumulate_loss(loss)  # a host float to the device: no device->host sync
         step = state.global_step
         n = self.every_n_steps or 1
         if step > self._last_check_step and step // n > self._last_check_step // n:

@@ -19,16 +19,17 @@ def main(out_dir: str) -> None:
     torch.set_num_threads(1)
     import transformers
     from accelerate import Accelerator
-    from test_transformers import FLOOR, TrueLoss, make_trainer, tiny_bert
+    from test_transformers import FLOOR, RecordingSink, TrueLoss, make_trainer, tiny_bert
 
-    from normguard import NormGuard
+    from normguard import NormGuard, tags
     from normguard.transformers import NormGuardTrainerCallback
 
     transformers.logging.set_verbosity_error()
     out = Path(out_dir)
     model = tiny_bert()
     truth = TrueLoss(model)
-    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop")
+    sink = RecordingSink()  # written on rank 0 only
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR, action="stop", sinks=[sink])
     # 2 processes x 8 per device x GA 2 = 32 sequences per optimizer step, as in the one-process tests
     trainer = make_trainer(out / "trainer", [guard, truth], ga=2, model=model, per_device_train_batch_size=8)
     trainer.train()
@@ -59,7 +60,7 @@ def main(out_dir: str) -> None:
         "true_losses": truth.losses,
         "train_checks": train_losses,
         "eval_logged": eval_logged,
-        "eval_seen": [v.gap is not None for v in guard.verdicts],
+        "val_seen": [v for _, v in sink.series(tags.VAL_LOSS)],
         "names_wrapped": names_wrapped,
         "names_unwrapped": names_unwrapped,
     }
