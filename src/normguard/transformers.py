@@ -247,6 +247,8 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         model_uses_num_items: whether the model's loss is normalised by
             ``num_items_in_batch``; ``None`` reads it from ``model.forward``'s source.
         name: a label; callbacks with different names keep separate states.
+        _rebuild: internal: set in :meth:`state`'s ``args``, so that the callback Hugging Face
+            rebuilds on resume shares the state of the live instance.
 
     Resuming: the state (detector, actions, events, the stop) is JSON in
     ``trainer_state.json``, restored only with
