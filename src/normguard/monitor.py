@@ -36,7 +36,7 @@ from normguard.best import BestWeights, model_fingerprint
 from normguard.detector import Verdict
 from normguard.events import Event, EventKind
 from normguard.losses import LossBuffer, LossWindow
-from normguard.norms import HostSnapshot, NormEngine
+from normguard.norms import HostSnapshot, NormEngine, ParamFilter
 from normguard.options import GuardOptions
 from normguard.sinks import write_events
 from normguard.watchers import DivergenceWatcher, NonFiniteWatcher
@@ -77,7 +77,13 @@ class Monitor:
         sinks: Sequence[Any] = (),
         is_logging_rank: bool = True,
         best_weights_device: str | torch.device = "cpu",
+        param_filter: ParamFilter | None = None,
+        defer_restore: bool = False,
     ) -> None:
+        """``param_filter``: which parameters the norms measure (see
+        :func:`~normguard.norms.group_parameters`; default all). ``defer_restore``: a
+        restore asked for during training (a stop) is applied at :meth:`end_of_training`,
+        for loops that save a checkpoint after the decision (Hugging Face's ``Trainer``)."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"Expected argument `model` to be a torch.nn.Module but got {type(model).__name__}.")
         self.model = model
@@ -89,7 +95,9 @@ class Monitor:
             track_init_distance=options.track_init_distance,
             track_update_size=options.track_update_size,
             offload=options.offload,
+            param_filter=param_filter,
         )
+        self.defer_restore = bool(defer_restore)
         self._check_optimizers()
         self.detector = options.resolved_detector
         self.action = options.resolved_action
@@ -113,6 +121,9 @@ class Monitor:
         self.verdicts: deque[Verdict] = deque(maxlen=self.options.max_history)
         self.should_stop = False
         self.stop_reason: str | None = None
+        self.restore_pending = False  # a deferred restore, applied at end_of_training
+        self._ending = False
+        self._restore_veto: str | None = None
         self.last_host: HostSnapshot | None = None
         needs_best = self.action.needs_best_weights
         self.best = BestWeights(self._best_weights_device, mode=self.options.mode) if needs_best else None
@@ -252,6 +263,13 @@ class Monitor:
         self.request_stop(step, "another rank asked to stop")
 
     def restore_best(self, step: int) -> bool:
+        """Put the best-validation weights back (deferred to :meth:`end_of_training` with ``defer_restore``)."""
+        if self.defer_restore and not self._ending:
+            self.restore_pending = True
+            return True
+        if self._restore_veto is not None:
+            self.emit(Event(step, EventKind.RESTORE_SKIPPED, self._restore_veto, {"reason": self._restore_veto}))
+            return False
         if self.best is None or self.best.state is None:
             self.emit(Event(step, EventKind.RESTORE_SKIPPED, "no validation seen yet: nothing to restore"))
             return False
@@ -267,10 +285,21 @@ class Monitor:
         )
         return True
 
-    def end_of_training(self, step: int) -> None:
-        """Training ended without a normguard stop: actions such as ``hold_floor`` may restore."""
-        if not self.should_stop:
-            self.action.on_train_end(self._context(step))
+    def end_of_training(self, step: int, restore_veto: str | None = None) -> None:
+        """Training ended: a deferred restore is applied; without a normguard stop, actions
+        such as ``hold_floor`` may restore. ``restore_veto``: a reason not to restore (e.g.
+        the loop restored its own best weights), logged as a ``restore_skipped`` event."""
+        self._ending = True
+        self._restore_veto = restore_veto
+        try:
+            if not self.should_stop:
+                self.action.on_train_end(self._context(step))
+            if self.restore_pending:
+                self.restore_pending = False
+                self.restore_best(step)
+        finally:
+            self._ending = False
+            self._restore_veto = None
         self.flush()
 
     # ---------------------------------------------------------------- sinks
@@ -351,6 +380,7 @@ class Monitor:
             "events": [e.to_dict() for e in self.events],
             "should_stop": self.should_stop,
             "stop_reason": self.stop_reason,
+            "restore_pending": self.restore_pending,
             "best": None if self.best is None else self.best.state_dict(with_weights=with_weights),
             "divergence": self.divergence.state_dict(),
             "nonfinite": self.nonfinite.state_dict(),
@@ -404,6 +434,7 @@ class Monitor:
         self.events.extend(Event.from_dict(e) for e in state["events"])
         self.should_stop = bool(state.get("should_stop", False))
         self.stop_reason = state.get("stop_reason")
+        self.restore_pending = bool(state.get("restore_pending", False))
         if self.best is not None and state.get("best"):
             self.best.load_state_dict(state["best"])
         if "divergence" in state:

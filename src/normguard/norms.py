@@ -68,6 +68,7 @@ __all__ = [
     "NormEngine",
     "NormSnapshot",
     "Offload",
+    "ParamFilter",
     "group_parameters",
     "layer_norms",
     "total_norm",
@@ -104,10 +105,15 @@ def _local(param: Tensor) -> tuple[Tensor, float | None]:
     return local, shards / world
 
 
+ParamFilter = Callable[[str, Tensor], bool]
+"""``filter(qualified_name, parameter) -> bool``: whether a parameter is measured."""
+
+
 def group_parameters(
     model: nn.Module,
     include_frozen: bool = False,
     extra: Iterable[Tensor] = (),
+    param_filter: ParamFilter | None = None,
 ) -> dict[str, list[Tensor]]:
     """Parameters grouped by the module that owns them, each parameter once.
 
@@ -116,6 +122,8 @@ def group_parameters(
         include_frozen: also take parameters with ``requires_grad=False``.
         extra: further parameters (e.g. from an optimizer) that the model does not own;
             they go under ``"<unowned>"``.
+        param_filter: optional ``filter(name, param)``; parameters it rejects are left out
+            (``name`` is the qualified name, ``"<unowned>"`` for ``extra`` ones).
 
     Example:
         >>> import torch
@@ -123,22 +131,31 @@ def group_parameters(
         >>> shared = torch.nn.ModuleDict({"a": lin, "b": lin})
         >>> {k: len(v) for k, v in group_parameters(shared).items()}
         {'a': 2}
+        >>> {k: len(v) for k, v in group_parameters(lin, param_filter=lambda name, p: name != "bias").items()}
+        {'<root>': 1}
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected argument `model` to be a torch.nn.Module but got {type(model)}.")
     include_frozen = check_bool("include_frozen", include_frozen)
     seen: set[int] = set()
     groups: dict[str, list[Tensor]] = {}
+    if param_filter is not None and not callable(param_filter):
+        got = type(param_filter).__name__
+        raise TypeError(f"Expected argument `param_filter` to be a callable or None but got {got}.")
     for module_name, module in model.named_modules(remove_duplicate=True):
-        for _, param in module.named_parameters(recurse=False):
+        for param_name, param in module.named_parameters(recurse=False):
             if id(param) in seen or (not include_frozen and not param.requires_grad):
                 continue
             seen.add(id(param))
+            if param_filter is not None and not param_filter(f"{module_name}.{param_name}".lstrip("."), param):
+                continue
             groups.setdefault(module_name or ROOT_LAYER, []).append(param)
     for param in extra:
         if id(param) in seen or (not include_frozen and not param.requires_grad):
             continue
         seen.add(id(param))
+        if param_filter is not None and not param_filter(UNOWNED_LAYER, param):
+            continue
         groups.setdefault(UNOWNED_LAYER, []).append(param)
     return groups
 
@@ -445,6 +462,8 @@ class NormEngine:
             ‖w − w₀‖ per layer. Costs one extra copy of the measured weights.
         track_update_size: keep the weights of the previous pass and report
             ‖w_t − w_prev‖ per layer. Costs one extra copy of the measured weights.
+        param_filter: optional ``filter(name, param) -> bool`` choosing the measured
+            parameters (see :func:`group_parameters`), e.g. only those an optimizer decays.
         offload: where the copies live: ``"device"`` (default; fast, uses device memory)
             or ``"cpu"`` (host memory; each pass then copies them back to the device, and
             update-size tracking copies the weights to the host, a synchronising transfer).
@@ -474,8 +493,10 @@ class NormEngine:
         track_init_distance: bool = False,
         track_update_size: bool = False,
         offload: Offload = "device",
+        param_filter: ParamFilter | None = None,
     ) -> None:
         self.offload: Offload = _check_offload(offload)
+        self.param_filter = param_filter
         self.include_frozen = check_bool("include_frozen", include_frozen)
         self.track_init_distance = check_bool("track_init_distance", track_init_distance)
         self.track_update_size = check_bool("track_update_size", track_update_size)
@@ -486,6 +507,8 @@ class NormEngine:
         self._previous: dict[int, Tensor] = {}
         self._plan: _Plan | None = None
         groups = self._groups()
+        if not groups and param_filter is not None:
+            raise ValueError("Expected `param_filter` to keep some of the model's parameters but it rejected all.")
         _require_parameters(groups, self.include_frozen)
         self._signature = self._fingerprint()
         self._plan = _Plan(groups)  # refuses meta parameters now, not at the first step
@@ -494,7 +517,7 @@ class NormEngine:
         extra: list[Tensor] = []
         if self.optimizer is not None:
             extra = [p for g in self.optimizer.param_groups for p in g["params"]]
-        return group_parameters(self.model, self.include_frozen, extra)
+        return group_parameters(self.model, self.include_frozen, extra, self.param_filter)
 
     @property
     def device(self) -> torch.device:
