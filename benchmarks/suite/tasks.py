@@ -34,10 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from normguard.science.datasets import power_law_regression
 from torch import Tensor, nn
 
 import normguard as ng
+from normguard.science.datasets import power_law_regression
 
 
 @dataclass

@@ -48,7 +48,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 try:
     import transformers
@@ -144,7 +144,7 @@ def _find_trainer(callback: Any = None, depth: int = 16) -> tuple[Any, dict[str,
             trainer = candidate
             for key, value in frame.f_locals.items():
                 found.setdefault(key, value)
-        frame = frame.f_back
+        frame = frame.f_back  # type: ignore[assignment]
     return trainer, found
 
 
@@ -192,7 +192,7 @@ class _HFTensorBoardSink(SummaryWriterSink):
         self._own: Any = None
         super().__init__(writer=tb_callback.tb_writer)
 
-    @property  # type: ignore[override]
+    @property
     def writer(self) -> Any:
         if self._tb.tb_writer is self._hf_writer:
             return self._hf_writer
@@ -476,7 +476,9 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         self._last_check_step = state.global_step
         checkpoint = frame_locals.get("resume_from_checkpoint")
         if not isinstance(checkpoint, (str, os.PathLike)):
-            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}") if state.global_step else None
+            checkpoint = (
+                os.path.join(str(args.output_dir), f"checkpoint-{state.global_step}") if state.global_step else None
+            )
         pending, self._pending_state = self._pending_state, None
         if pending is not None:
             self._apply_state(pending, str(checkpoint) if checkpoint else None)
@@ -622,13 +624,13 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         val = metrics.get(self.val_loss)
         if val is None:
             raise _missing_metric("val_loss", self.val_loss, metrics)
-        metric = None
+        metric: Tensor | None = None
         if self.options.monitor is not None:
             key = self.options.monitor if self.options.monitor in metrics else _eval_key(self.options.monitor)
-            metric = metrics.get(key)
-            if metric is None:
+            found = metrics.get(key)
+            if found is None:
                 raise _missing_metric("monitor", self.options.monitor, metrics)
-            metric = torch.tensor(float(metric), dtype=torch.float64)
+            metric = torch.tensor(float(found), dtype=torch.float64)
         self._last_check_step = max(self._last_check_step, state.global_step)
         val_t = torch.tensor(float(val) * self._eval_scale, dtype=torch.float64)
         self._check(control, state.global_step, val_loss=val_t, val_metric=metric)
@@ -655,7 +657,7 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         best = self.monitor.best
         if best is None or best.state is None:
             return
-        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        folder = os.path.join(str(args.output_dir), f"checkpoint-{state.global_step}")
         if not os.path.isdir(folder):
             log.warning("normguard: checkpoint folder %s not found: the best weights are not saved with it", folder)
             return

@@ -91,7 +91,7 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -
                 if val.item() < best_val:
                     best_val, test_at_best, since_best = val.item(), test.item(), 0
                     best_state = copy.deepcopy(model.state_dict())
-                if name == "early_stopping" and since_best >= EARLY_STOPPING_PATIENCE:
+                if name == "early_stopping" and since_best >= EARLY_STOPPING_PATIENCE and best_state is not None:
                     model.load_state_dict(best_state)
                     break
             if guard.should_stop:
