@@ -33,7 +33,7 @@ class LossWindow:
 
     ``update`` takes a 1-D tensor of per-step losses and never synchronises with the host.
     :meth:`totals` sums the window over ranks when a process group is running (one
-    all-reduce of three numbers, one of the first non-finite index).
+    all-gather of four numbers).
     """
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> None:
@@ -62,13 +62,15 @@ class LossWindow:
 
     def totals(self) -> Tensor:
         """(sum, finite count, seen, first non-finite index), summed over ranks; still on the device."""
-        sums, first = self.sums.clone(), self.first_nonfinite.clone()
+        local = torch.cat([self.sums, self.first_nonfinite])
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-            dist.all_reduce(first, op=dist.ReduceOp.MIN)
-        return torch.cat([sums, first])
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return local
+        gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, local)  # one collective; summed and minimised here
+        every = torch.stack(gathered)
+        return torch.cat([every[:, :3].sum(0), every[:, 3:].min(0).values])
 
     def state_floats(self) -> dict[str, float]:
         """The rank-local sums as host floats (a host sync: call at a check or a save only)."""

@@ -64,7 +64,7 @@ def test_ddp_ranks_decide_alike_and_stop_together(ddp_stop: Path) -> None:
 def test_ddp_loss_window_syncs_across_ranks(ddp_stop: Path) -> None:
     r0, r1 = ranks(ddp_stop)
     # each rank sees its own half of the data; the train loss at a validation is the mean over
-    # both ranks' steps since the previous validation (LossWindow.totals all-reduces on gloo)
+    # both ranks' steps since the previous validation (LossWindow.totals all-gathers on gloo)
     first_val = next(v for v in r0["verdicts"] if v[0] == 5 and v[1] != "recorded")
     both = r0["step_losses"][:5] + r1["step_losses"][:5]
     assert r0["step_losses"][:5] != r1["step_losses"][:5]
