@@ -670,3 +670,108 @@ def test_installed_lightning_takes_the_sync_free_path() -> None:
     train, _ = loaders(random_regression(), batch_size=16)
     L.Trainer(max_steps=3, logger=False, callbacks=[Probe()], **QUIET).fit(Regressor(mlp()), train)
     assert len(seen) == 3 and ngl._private_read_ok
+
+
+# ---------------------------------------------------------------------------- issue 11 in a Trainer
+def test_hold_floor_in_a_trainer_holds_the_floor_and_beats_no_intervention(noise_task: dict[str, torch.Tensor]) -> None:
+    def fit(action: Any) -> tuple[Regressor, Any]:
+        L.seed_everything(0)
+        module = Regressor(linear(noise_task["x_train"].shape[1]), lr=1e-2, optimizer="adamw", weight_decay=0.01)
+        train, val = loaders(noise_task)
+        guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action=action)
+        L.Trainer(max_epochs=300, check_val_every_n_epoch=5, logger=False, callbacks=[guard], **QUIET).fit(
+            module, train, val
+        )
+        return module, guard
+
+    def test_mse(module: Regressor) -> float:
+        with torch.no_grad():
+            return float((module(noise_task["x_test"]) - noise_task["y_test"]).pow(2).mean())
+
+    held, guard = fit("hold_floor")
+    plain, _ = fit(lambda verdict, context: None)
+    assert not guard.should_stop  # a controller: training runs its whole budget
+    changes = [e for e in guard.events if e.kind == EventKind.WEIGHT_DECAY_CHANGED]
+    assert changes[0].data.get("engaged") and len(changes) > 3
+    optimizer = held.trainer.optimizers[0]
+    assert optimizer.param_groups[0]["weight_decay"] > 0.01  # AdamW's own decay, raised
+    last = [v.train_loss for v in guard.verdicts if v.decided][-5:]
+    assert min(last) > 0.7  # held near the floor (1.0); the plain run memorises
+    assert float(plain.step_losses[-1]) < 0.5
+    assert test_mse(held) < test_mse(plain)
+    # its state travels in the checkpoint
+    state = guard.state_dict()["monitor"]["action"]
+    assert state["engaged"] and state["decay"][0][0] == pytest.approx(optimizer.param_groups[0]["weight_decay"])
+
+
+class Classifier(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 3))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y))
+        self.log("val_acc", (logits.argmax(1) == y).float().mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+def test_validation_metric_with_mode_max_judges_best_and_restore() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(160, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    flip = torch.rand(160, generator=g) < 0.4  # label noise, so the model memorises
+    y[flip] = torch.randint(0, 3, (int(flip.sum()),), generator=g)
+    train = DataLoader(TensorDataset(x[:100], y[:100]), batch_size=100)
+    val = DataLoader(TensorDataset(x[100:], y[100:]), batch_size=60)
+    seen: list[tuple[int, float, float]] = []  # (step, val_acc, val_loss) at each validation
+
+    class Record(L.Callback):
+        def on_validation_end(self, trainer: L.Trainer, *args: Any) -> None:
+            if not trainer.sanity_checking:
+                m = trainer.callback_metrics
+                seen.append((trainer.global_step, float(m["val_acc"]), float(m["val_loss"])))
+
+    guard = NormGuardCallback(every_n_train_steps=1, noise_floor=0.5, action="stop", monitor="val_acc", mode="max")
+    L.Trainer(max_epochs=150, logger=False, callbacks=[Record(), guard], **QUIET).fit(Classifier(), train, val)
+    best = guard.monitor.best
+    assert best is not None and best.mode == "max"
+    top = max(acc for _, acc, _ in seen)
+    assert best.value == pytest.approx(top)
+    assert best.step == next(step for step, acc, _ in seen if acc == pytest.approx(top))
+    assert guard.should_stop
+    restore = next(e for e in guard.events if e.kind == EventKind.RESTORE)
+    assert restore.data["monitor"] == "val_acc" and restore.data["best_step"] == best.step
+
+
+def test_missing_monitor_metric_lists_the_keys() -> None:
+    train, val = loaders(random_regression(), batch_size=16)
+    guard = NormGuardCallback(every_n_train_steps=2, monitor="val_acc", mode="max")
+    with pytest.raises(RuntimeError, match=r"no metric 'val_acc'.*'val_loss'"):
+        L.Trainer(max_steps=8, logger=False, callbacks=[guard], num_sanity_val_steps=0, **QUIET).fit(
+            Regressor(mlp()), train, val
+        )
+
+
+def test_nonfinite_validation_loss_is_an_event_in_a_trainer() -> None:
+    class NaNValidation(Regressor):
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.log("val_loss", torch.tensor(float("nan")))
+
+    train, val = loaders(random_regression(), batch_size=16)
+    guard = NormGuardCallback(every_n_train_steps=2)
+    L.Trainer(max_epochs=2, logger=False, callbacks=[guard], num_sanity_val_steps=0, **QUIET).fit(
+        NaNValidation(mlp()), train, val
+    )
+    bad = [e for e in guard.events if e.kind == EventKind.NONFINITE_VAL_LOSS]
+    assert len(bad) == 2 and bad[-1].data["count"] == 2
