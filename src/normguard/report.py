@@ -52,7 +52,6 @@ import re
 import struct
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -544,13 +543,12 @@ def _require_matplotlib() -> Any:
     return Figure
 
 
-@contextmanager
-def _plain_text() -> Iterator[None]:
-    """Names are text, never math: a ``$`` in a layer or run name is drawn as a ``$``."""
-    import matplotlib
-
-    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
-        yield
+def _plain(*texts: Any) -> None:
+    """Names are text, never math: a ``$`` in a layer or run name is drawn as a ``$``
+    (matplotlib would parse ``$…$`` as math text, and fail on an unknown symbol)."""
+    for text in texts:
+        text.set_parse_math(False)
+        text.set_usetex(False)
 
 
 def _short(name: str) -> str:
@@ -566,8 +564,9 @@ def _plot(ax: Any, series: Series | None, **kwargs: Any) -> bool:
 
 
 def _legend(ax: Any, **kwargs: Any) -> None:
-    """The legend outside the panel, on its right: it never covers data."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small", **kwargs)
+    """The legend outside the panel, on its right: it never covers data. Its labels are text."""
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small", **kwargs)
+    _plain(*legend.get_texts(), legend.get_title())
 
 
 def _positive(*series: Series | None) -> bool:
@@ -625,6 +624,7 @@ def _draw_events(fig: Any, axes: Sequence[Any], run: RunData) -> None:
     ax.set_yticks(range(len(rows)), [_event_style(k)[1] for k in rows], fontsize="small")
     for label, kind in zip(ax.get_yticklabels(), rows):
         label.set_color(_event_style(kind)[0])
+        _plain(label)
     ax.set_ylim(max(len(rows), 1) - 0.4, -0.6)  # the first kind on top
     ax.grid(axis="y", color="0.92")
     if not rows:
@@ -692,6 +692,7 @@ def _draw_column(fig: Any, axes: Sequence[Any], run: RunData, top_k: int) -> Non
             cells = [(s - w / 2, w) for s, w in zip(series.steps[keep], widths[keep])]
             ax_cond.broken_barh(cells, (row - 0.4, 0.8), color=colour)
     ax_cond.set_yticks(range(len(names)), names, fontsize="small")
+    _plain(*ax_cond.get_yticklabels())
     ax_cond.set_ylim(max(len(names), 1) - 0.4, -0.6)
     if not names:
         _no_data(ax_cond, "detector decision")
@@ -715,21 +716,17 @@ def _title(run: RunData) -> str:
 def _figure(runs: Mapping[str, RunData], top_k: int, column_width: float = COLUMN_WIDTH_IN) -> Any:
     """One column per run (in the given order), every panel with its own y-axis."""
     figure_class = _require_matplotlib()
-    with _plain_text():
-        fig = figure_class(figsize=(column_width * len(runs), 16.0), layout="constrained")
-        axes = fig.subplots(
-            len(PANELS), len(runs), sharex="col", squeeze=False, gridspec_kw={"height_ratios": _HEIGHTS}
-        )
-        for col, run in enumerate(runs.values()):
-            _draw_column(fig, axes[:, col], run, top_k)
-            axes[0, col].set_title(_title(run), fontsize="medium")
-        fig.suptitle("normguard report", fontsize="large")
+    fig = figure_class(figsize=(column_width * len(runs), 16.0), layout="constrained")
+    axes = fig.subplots(len(PANELS), len(runs), sharex="col", squeeze=False, gridspec_kw={"height_ratios": _HEIGHTS})
+    for col, run in enumerate(runs.values()):
+        _draw_column(fig, axes[:, col], run, top_k)
+        _plain(axes[0, col].set_title(_title(run), fontsize="medium"))
+    fig.suptitle("normguard report", fontsize="large")
     return fig
 
 
 def _save(fig: Any, target: Any, **kwargs: Any) -> None:
-    with _plain_text():
-        fig.savefig(target, **kwargs)
+    fig.savefig(target, **kwargs)
 
 
 def plot_report(runs: Mapping[str, RunData], out_path: str | os.PathLike[str], top_k: int = 5) -> Path:
