@@ -6,16 +6,17 @@ Every tag starts with ``normguard``. TensorBoard's Scalars and Time Series tabs 
 by the part before the first ``/`` and sort groups and tags by name, so the part before
 the first ``/`` says where a value is shown: the group ``normguard`` (what to look at
 first) sorts before ``normguard-growth``, ``normguard-layers`` and ``normguard-timeline``
-(diagnostics), and TensorBoard opens the first two groups.
+(diagnostics), and TensorBoard opens the first two groups. Within ``normguard`` the gap,
+the losses and the norm come first (the noise floor, a constant, after them).
 
 ==================================================  ==========================================
 tag                                                 value
 ==================================================  ==========================================
+``normguard/gap/value``                             validation − training loss (same stretch)
 ``normguard/loss/train``                            mean training loss since the previous check
 ``normguard/loss/val``                              validation loss
-``normguard/loss/noise_floor``                      the noise floor σ̂² in use (given or estimated)
 ``normguard/norm/total``                            total ℓ2 norm of the measured weights
-``normguard/gap/value``                             validation − training loss (same stretch)
+``normguard/threshold/noise_floor``                 the noise floor σ̂² in use (given or estimated)
 ``normguard/val_metric``                            the validation metric named by ``monitor``
 ``normguard/weight_decay/group_<i>``                weight decay of optimizer group i
 ``normguard-growth/norm_growth_exponent``           d log‖w‖ / d log(step) over the recent window
@@ -58,7 +59,7 @@ GROUPS = (PREFIX, GROWTH_GROUP, LAYERS_GROUP, TIMELINE_GROUP)
 
 TRAIN_LOSS = f"{PREFIX}/loss/train"
 VAL_LOSS = f"{PREFIX}/loss/val"
-NOISE_FLOOR = f"{PREFIX}/loss/noise_floor"
+NOISE_FLOOR = f"{PREFIX}/threshold/noise_floor"
 TOTAL_NORM = f"{PREFIX}/norm/total"
 GAP = f"{PREFIX}/gap/value"
 VAL_METRIC = f"{PREFIX}/val_metric"
@@ -83,6 +84,7 @@ LEGACY_TAGS = {
     f"{PREFIX}/norm/growth_exponent": GROWTH_EXPONENT,
     f"{PREFIX}/norm/relative_growth": RELATIVE_GROWTH,
     f"{PREFIX}/gap/trend": GAP_TREND,
+    f"{PREFIX}/loss/noise_floor": NOISE_FLOOR,
 }
 #: tag prefixes of normguard before 0.2 -> today's
 LEGACY_PREFIXES = {
