@@ -121,8 +121,8 @@ class Result:
 
 
 def train(log_dir: Path, name: str, action: Any, steps: int) -> list[str]:
-    """The paper's linear setting (n = 400, d = 600, α = 1.5, σ² = 1), full-batch Adam; the event lines."""
-    data = power_law_regression(400, 1.5, seed=0)
+    """The paper's linear setting (n = 200, d = 300, α = 1.5, σ² = 1), full-batch Adam; the event lines."""
+    data = power_law_regression(200, 1.5, seed=0, n_test=10)
     torch.manual_seed(0)
     model = torch.nn.Linear(data["x_train"].shape[1], 1, bias=False)
     torch.nn.init.zeros_(model.weight)

@@ -713,7 +713,7 @@ def _title(run: RunData) -> str:
     return f"{run.name}\n{', '.join(parts)}"
 
 
-def _figure(runs: Mapping[str, RunData], top_k: int, column_width: float = COLUMN_WIDTH_IN) -> Any:
+def _figure(runs: Mapping[str, RunData], top_k: int, column_width: float = COLUMN_WIDTH_IN, title: bool = True) -> Any:
     """One column per run (in the given order), every panel with its own y-axis."""
     figure_class = _require_matplotlib()
     fig = figure_class(figsize=(column_width * len(runs), 16.0), layout="constrained")
@@ -721,7 +721,8 @@ def _figure(runs: Mapping[str, RunData], top_k: int, column_width: float = COLUM
     for col, run in enumerate(runs.values()):
         _draw_column(fig, axes[:, col], run, top_k)
         _plain(axes[0, col].set_title(_title(run), fontsize="medium"))
-    fig.suptitle("normguard report", fontsize="large")
+    if title:
+        fig.suptitle("normguard report", fontsize="large")
     return fig
 
 
@@ -755,7 +756,7 @@ def plot_report(runs: Mapping[str, RunData], out_path: str | os.PathLike[str], t
         figures = {}
         for name, run in runs.items():
             buffer = io.BytesIO()
-            _save(_figure({name: run}, top_k), buffer, format="png", dpi=2 * HTML_CSS_DPI)
+            _save(_figure({name: run}, top_k, title=False), buffer, format="png", dpi=2 * HTML_CSS_DPI)
             figures[name] = buffer.getvalue()
         out.write_text(report_html(runs, figures, top_k=top_k), encoding="utf-8")
     else:
