@@ -648,8 +648,21 @@ def _draw_column(fig: Any, axes: Sequence[Any], run: RunData, top_k: int) -> Non
     else:
         _no_data(ax_loss, "loss")
     ax_loss.set_ylabel("loss")
-    # 3. total norm
-    if _plot(ax_norm, run.series(tags.TOTAL_NORM), color="tab:green", label="total norm ‖w‖"):
+    # 3. total norm, and the norm of the weights a restore put back (what the run ended with)
+    total = run.series(tags.TOTAL_NORM)
+    if _plot(ax_norm, total, color="tab:green", label="total norm ‖w‖"):
+        restored = _restored_step(run)
+        if restored is not None and total is not None and total.at(restored) is not None:
+            ax_norm.plot(
+                [restored],
+                [total.at(restored)],
+                "o",
+                markersize=9,
+                markerfacecolor="none",
+                markeredgewidth=2,
+                color="tab:green",
+                label=f"restored (step {restored})",
+            )
         _legend(ax_norm)
     else:
         _no_data(ax_norm, "norm")
