@@ -25,7 +25,9 @@ from typing import Any
 from normguard import tags
 from normguard.events import Event, events_to_json
 
-__all__ = ["MetricsLoggerSink", "Sink", "SummaryWriterSink", "check_sinks"]
+__all__ = ["MetricsLoggerSink", "Sink", "SummaryWriterSink", "check_sinks", "markdown_text"]
+
+_MARKDOWN_SPECIAL = "\\`*_[]#+-.!|{}"
 
 
 class Sink:
@@ -70,11 +72,49 @@ def write_events(sink: Any, step: int, events: Sequence[Event]) -> None:
         sink.text(step, tags.EVENTS_TEXT, "\n\n".join(e.line() for e in events))
 
 
+def markdown_text(lines: Sequence[str]) -> str:
+    """Lines as Markdown that TensorBoard's Text tab shows literally, one paragraph each.
+
+    The Text tab renders Markdown and keeps some HTML, so a layer named ``<b>``, ``*x*``
+    or ``a_b_`` would be drawn as markup: Markdown's punctuation is backslash-escaped,
+    ``&``, ``<``, ``>`` written as entities, and a line break inside a line (which could
+    start a list or a code block) becomes a space.
+
+    Example:
+        >>> markdown_text(["step 8 [stop] <root> *x*", "b"])
+        'step 8 \\\\[stop\\\\] &lt;root&gt; \\\\*x\\\\*\\n\\nb'
+    """
+    out = []
+    for line in lines:
+        line = " ".join(line.splitlines()).strip()
+        text = "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in line)
+        out.append(text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    return "\n\n".join(out)
+
+
+def _json_summary(tag: str, text: str) -> Any:
+    """A string tensor under normguard's own plugin name: stored, read back, shown by no tab."""
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+
+    plugin = SummaryMetadata.PluginData(plugin_name=tags.EVENTS_JSON_PLUGIN, content=b"")
+    tensor = TensorProto(
+        dtype="DT_STRING",
+        string_val=[text.encode("utf-8")],
+        tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]),
+    )
+    return Summary(value=[Summary.Value(tag=tag, metadata=SummaryMetadata(plugin_data=plugin), tensor=tensor)])
+
+
 class SummaryWriterSink(Sink):
     """Writes to a ``torch.utils.tensorboard.SummaryWriter`` (created from ``log_dir``, or given).
 
     The custom-scalars layout is written once, when the sink is created. Events go to the
-    Text tab as lines and, under ``normguard/events_json``, as JSON. Non-finite values are
+    Text tab (tag ``normguard/events/text_summary``: one entry per step, one paragraph per
+    event, Markdown-escaped so names show as written) and, under ``normguard/events_json``,
+    as JSON in a tensor of normguard's own plugin, which no TensorBoard tab shows (a writer
+    without ``_get_file_writer`` gets it as text instead). Non-finite values are
     written as they are (TensorBoard shows them), never dropped silently. A writer handed in
     (``writer=``, e.g. Lightning's or Hugging Face's) is flushed at :meth:`close`, never
     closed: its owner closes it.
@@ -106,8 +146,13 @@ class SummaryWriterSink(Sink):
             self.writer.add_scalar(tag, float(value), global_step=step)
 
     def events(self, step: int, events: Sequence[Event]) -> None:
-        self.text(step, tags.EVENTS_TEXT, "\n\n".join(e.line() for e in events))
-        self.text(step, tags.EVENTS_JSON, events_to_json(list(events)))
+        self.text(step, tags.EVENTS_TEXT, markdown_text([e.line() for e in events]))
+        data = events_to_json(list(events))
+        file_writer = getattr(self.writer, "_get_file_writer", None)
+        if callable(file_writer):
+            file_writer().add_summary(_json_summary(tags.EVENTS_JSON, data), step)
+        else:  # a writer of another library: text is the one string record all of them have
+            self.text(step, tags.EVENTS_JSON, data)
 
     def text(self, step: int, tag: str, text: str) -> None:
         self.writer.add_text(tag, text, global_step=step)

@@ -2,34 +2,44 @@
 and the values a check logs (:func:`check_values`). The sinks that write them live in
 :mod:`normguard.sinks`.
 
-Tag scheme (all under ``normguard/``; ``/`` groups them in TensorBoard):
+Every tag starts with ``normguard``. TensorBoard's Scalars and Time Series tabs group tags
+by the part before the first ``/`` and sort groups and tags by name, so the part before
+the first ``/`` says where a value is shown: the group ``normguard`` (what to look at
+first) sorts before ``normguard-growth``, ``normguard-layers`` and ``normguard-timeline``
+(diagnostics), and TensorBoard opens the first two groups. Within ``normguard`` the gap,
+the losses and the norm come first (the noise floor, a constant, after them).
 
-==========================================  =============================================
-tag                                         value
-==========================================  =============================================
-``normguard/norm/total``                    total ℓ2 norm of the measured weights
-``normguard/norm/growth_exponent``          d log‖w‖ / d log(step) over the recent window
-``normguard/norm/relative_growth``          (‖w_t‖ − ‖w_prev‖) / ‖w_prev‖ per check
-``normguard/layer_norm/<layer>``            ℓ2 norm of one layer (module)
-``normguard/layer_init_distance/<layer>``   ‖w − w₀‖ of one layer (when tracked)
-``normguard/layer_update_size/<layer>``     ‖w_t − w_prev‖ of one layer (when tracked)
-``normguard/loss/train``                    mean training loss since the previous check
-``normguard/loss/val``                      validation loss
-``normguard/val_metric``                    the validation metric named by ``monitor`` (if any)
-``normguard/loss/noise_floor``              the noise floor σ̂² in use (given or estimated)
-``normguard/gap/value``                     validation − training loss (same stretch)
-``normguard/gap/trend``                     slope of the gap per 1000 steps
-``normguard/condition/<name>``              1 when a detector condition holds, else 0
-``normguard/event/<kind>``                  1 at the step an event happened
-``normguard/weight_decay/group_<i>``        weight decay of optimizer group i
-``normguard/events`` (text)                 one line per event (Text tab:
-                                            ``normguard/events/text_summary``)
-``normguard/events_json`` (text)            the same events as JSON, for ``normguard report``
-==========================================  =============================================
+==================================================  ==========================================
+tag                                                 value
+==================================================  ==========================================
+``normguard/gap/value``                             validation − training loss (same stretch)
+``normguard/loss/train``                            mean training loss since the previous check
+``normguard/loss/val``                              validation loss
+``normguard/norm/total``                            total ℓ2 norm of the measured weights
+``normguard/threshold/noise_floor``                 the noise floor σ̂² in use (given or estimated)
+``normguard/val_metric``                            the validation metric named by ``monitor``
+``normguard/weight_decay/group_<i>``                weight decay of optimizer group i
+``normguard-growth/norm_growth_exponent``           d log‖w‖ / d log(step) over the recent window
+``normguard-growth/norm_change_per_check``          (‖w_t‖ − ‖w_prev‖) / ‖w_prev‖ per check
+``normguard-growth/gap_trend_per_1000_steps``       slope of the gap, loss units per 1000 steps
+``normguard-layers/norm/<layer>``                   ℓ2 norm of one layer (module)
+``normguard-layers/init_distance/<layer>``          ‖w − w₀‖ of one layer (when tracked)
+``normguard-layers/update_size/<layer>``            ‖w_t − w_prev‖ of one layer (when tracked)
+``normguard-timeline/condition/<name>``             1 when a detector condition holds, else 0
+``normguard-timeline/condition/streak``             decisions in a row with every condition held
+``normguard-timeline/event/<kind>``                 1 at the step an event happened
+``normguard/events`` (text)                         one paragraph per event; TensorBoard's Text
+                                                    tab names it ``normguard/events/text_summary``
+``normguard/events_json``                           the same events as JSON, for ``normguard
+                                                    report`` (a tensor of the ``normguard``
+                                                    plugin: no tab shows it)
+==================================================  ==========================================
 
 Example:
     >>> layer_tag("encoder.0.q_proj")
-    'normguard/layer_norm/encoder.0.q_proj'
+    'normguard-layers/norm/encoder.0.q_proj'
+    >>> is_normguard_tag("normguard-growth/norm_growth_exponent"), is_normguard_tag("normguardian/x")
+    (True, False)
 """
 
 from __future__ import annotations
@@ -41,37 +51,69 @@ if TYPE_CHECKING:
     from normguard.norms import HostSnapshot
 
 PREFIX = "normguard"
-TOTAL_NORM = f"{PREFIX}/norm/total"
-GROWTH_EXPONENT = f"{PREFIX}/norm/growth_exponent"
-RELATIVE_GROWTH = f"{PREFIX}/norm/relative_growth"
-LAYER_NORM = f"{PREFIX}/layer_norm"
-LAYER_INIT_DISTANCE = f"{PREFIX}/layer_init_distance"
-LAYER_UPDATE_SIZE = f"{PREFIX}/layer_update_size"
+#: TensorBoard groups, in the order TensorBoard shows them (main first, then diagnostics)
+GROWTH_GROUP = f"{PREFIX}-growth"
+LAYERS_GROUP = f"{PREFIX}-layers"
+TIMELINE_GROUP = f"{PREFIX}-timeline"
+GROUPS = (PREFIX, GROWTH_GROUP, LAYERS_GROUP, TIMELINE_GROUP)
+
 TRAIN_LOSS = f"{PREFIX}/loss/train"
 VAL_LOSS = f"{PREFIX}/loss/val"
-VAL_METRIC = f"{PREFIX}/val_metric"
-NOISE_FLOOR = f"{PREFIX}/loss/noise_floor"
+NOISE_FLOOR = f"{PREFIX}/threshold/noise_floor"
+TOTAL_NORM = f"{PREFIX}/norm/total"
 GAP = f"{PREFIX}/gap/value"
-GAP_TREND = f"{PREFIX}/gap/trend"
-CONDITION = f"{PREFIX}/condition"
-EVENT = f"{PREFIX}/event"
+VAL_METRIC = f"{PREFIX}/val_metric"
 WEIGHT_DECAY = f"{PREFIX}/weight_decay"
+GROWTH_EXPONENT = f"{GROWTH_GROUP}/norm_growth_exponent"
+RELATIVE_GROWTH = f"{GROWTH_GROUP}/norm_change_per_check"
+GAP_TREND = f"{GROWTH_GROUP}/gap_trend_per_1000_steps"
+LAYER_NORM = f"{LAYERS_GROUP}/norm"
+LAYER_INIT_DISTANCE = f"{LAYERS_GROUP}/init_distance"
+LAYER_UPDATE_SIZE = f"{LAYERS_GROUP}/update_size"
+CONDITION = f"{TIMELINE_GROUP}/condition"
+EVENT = f"{TIMELINE_GROUP}/event"
 EVENTS_TEXT = f"{PREFIX}/events"
 EVENTS_JSON = f"{PREFIX}/events_json"
+#: the tag TensorBoard's Text tab shows for :data:`EVENTS_TEXT` (``add_text`` appends ``/text_summary``)
+EVENTS_TEXT_SHOWN = f"{EVENTS_TEXT}/text_summary"
+#: the plugin name of the JSON events (a name no TensorBoard dashboard displays)
+EVENTS_JSON_PLUGIN = PREFIX
+
+#: tags of normguard before 0.2 (one ``normguard/`` group) -> today's, for reading old logs
+LEGACY_TAGS = {
+    f"{PREFIX}/norm/growth_exponent": GROWTH_EXPONENT,
+    f"{PREFIX}/norm/relative_growth": RELATIVE_GROWTH,
+    f"{PREFIX}/gap/trend": GAP_TREND,
+    f"{PREFIX}/loss/noise_floor": NOISE_FLOOR,
+}
+#: tag prefixes of normguard before 0.2 -> today's
+LEGACY_PREFIXES = {
+    f"{PREFIX}/layer_norm/": LAYER_NORM + "/",
+    f"{PREFIX}/layer_init_distance/": LAYER_INIT_DISTANCE + "/",
+    f"{PREFIX}/layer_update_size/": LAYER_UPDATE_SIZE + "/",
+    f"{PREFIX}/condition/": CONDITION + "/",
+    f"{PREFIX}/event/": EVENT + "/",
+}
 
 __all__ = [
     "CONDITION",
     "EVENT",
     "EVENTS_JSON",
+    "EVENTS_JSON_PLUGIN",
     "EVENTS_TEXT",
+    "EVENTS_TEXT_SHOWN",
     "GAP",
     "GAP_TREND",
+    "GROUPS",
     "GROWTH_EXPONENT",
+    "GROWTH_GROUP",
+    "LAYERS_GROUP",
     "LAYER_INIT_DISTANCE",
     "LAYER_NORM",
     "LAYER_UPDATE_SIZE",
     "NOISE_FLOOR",
     "RELATIVE_GROWTH",
+    "TIMELINE_GROUP",
     "TOTAL_NORM",
     "TRAIN_LOSS",
     "VAL_LOSS",
@@ -79,8 +121,10 @@ __all__ = [
     "WEIGHT_DECAY",
     "check_values",
     "condition_tag",
+    "current_tag",
     "custom_scalars_layout",
     "event_tag",
+    "is_normguard_tag",
     "layer_tag",
 ]
 
@@ -91,28 +135,62 @@ def layer_tag(layer: str, kind: str = LAYER_NORM) -> str:
 
 
 def condition_tag(name: str) -> str:
+    """The tag of one detector condition (``name`` is a ``Condition`` value or ``"streak"``)."""
     return f"{CONDITION}/{name}"
 
 
 def event_tag(kind: str) -> str:
+    """The scalar tag of one event kind (an ``EventKind`` value)."""
     return f"{EVENT}/{kind}"
+
+
+def is_normguard_tag(tag: str) -> bool:
+    """Whether ``tag`` is one of normguard's (any of its groups, today's or older)."""
+    return tag.split("/", 1)[0] in GROUPS and "/" in tag
+
+
+def current_tag(tag: str) -> str:
+    """Today's name of a tag written by any normguard version (``tag`` itself if current).
+
+    Example:
+        >>> current_tag("normguard/layer_norm/fc1")
+        'normguard-layers/norm/fc1'
+    """
+    if tag in LEGACY_TAGS:
+        return LEGACY_TAGS[tag]
+    for old, new in LEGACY_PREFIXES.items():
+        if tag.startswith(old):
+            return new + tag[len(old) :]
+    return tag
 
 
 def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     """The layout for TensorBoard's Custom Scalars tab (``SummaryWriter.add_custom_scalars``).
 
-    One category, ``normguard``: the norm, the losses with the noise floor and the gap
-    first, then each growth rate on its own axis (a rate never shares an axis with a level).
+    Category ``normguard``: the losses with the noise floor, the weight norm and the gap
+    first (the first row on a laptop screen), then the two rates the detector decides on
+    and the weight decay, each on its own axis (a rate never shares an axis with a level,
+    nor two rates one axis). Category ``normguard details``: the norm change per check,
+    the per-layer norms and the detector's conditions. Chart tags are regular expressions
+    (TensorBoard matches them); each names exactly the tags it draws.
     """
     return {
         PREFIX: {
-            "weight norm": ["Multiline", [TOTAL_NORM]],
             "losses and noise floor": ["Multiline", [TRAIN_LOSS, VAL_LOSS, NOISE_FLOOR]],
+            "weight norm": ["Multiline", [TOTAL_NORM]],
             "validation - train gap": ["Multiline", [GAP]],
-            "norm growth exponent d log|w| / d log step": ["Multiline", [GROWTH_EXPONENT]],
-            "gap trend (per 1000 steps)": ["Multiline", [GAP_TREND]],
-            "norm change per check": ["Multiline", [RELATIVE_GROWTH]],
-        }
+            "norm growth exponent (d log|w| / d log step; 1 = grows like the step count)": [
+                "Multiline",
+                [GROWTH_EXPONENT],
+            ],
+            "gap trend: loss per 1000 steps (above 0 = gap widening)": ["Multiline", [GAP_TREND]],
+            "weight decay (per optimizer param group)": ["Multiline", [f"{WEIGHT_DECAY}/.*"]],
+        },
+        f"{PREFIX} details": {
+            "norm change per check ((|w_t| - |w_prev|) / |w_prev|)": ["Multiline", [RELATIVE_GROWTH]],
+            "layer norms": ["Multiline", [f"{LAYER_NORM}/.*"]],
+            "detector conditions (1 = held)": ["Multiline", [f"{CONDITION}/(?!streak$).*"]],
+        },
     }
 
 

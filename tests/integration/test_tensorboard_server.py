@@ -11,6 +11,7 @@ import html
 import json
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,7 +178,7 @@ def test_normguard_scalar_tags_are_served(server: Server) -> None:
         f"{tags.WEIGHT_DECAY}/group_0",
     }
     assert expected <= served, sorted(expected - served)
-    assert all(tag.startswith(tags.PREFIX + "/") for tag in served)
+    assert all(tags.is_normguard_tag(tag) for tag in served)
 
 
 def test_served_values_are_the_runs_values(server: Server, real_run: RealRun) -> None:
@@ -205,14 +206,18 @@ def test_custom_scalars_layout_is_served(server: Server) -> None:
     }
     expected = {title: spec[1] for title, spec in tags.custom_scalars_layout()[tags.PREFIX].items()}
     assert charts == expected
-    # each chart's tags are served scalars of the run
+    # each chart's tags (regular expressions) match served scalars of the run, and the server draws them
     served = set(server.get("/data/plugin/scalars/tags")[RUN])
-    for title, chart_tags in charts.items():
-        assert set(chart_tags) <= served, title
+    for title, patterns in charts.items():
+        for pattern in patterns:
+            assert any(re.match(pattern, tag) for tag in served), (title, pattern)
+            data = server.get("/data/plugin/custom_scalars/scalars", run=RUN, tag=pattern)
+            assert data["regex_valid"] and data["tag_to_events"], (title, pattern)
+            assert all(re.match(pattern, tag) for tag in data["tag_to_events"]), (title, pattern)
 
 
 def test_event_text_is_served(server: Server, real_run: RealRun) -> None:
-    text_tag = f"{tags.EVENTS_TEXT}/text_summary"  # torch's add_text appends /text_summary
+    text_tag = tags.EVENTS_TEXT_SHOWN  # torch's add_text appends /text_summary; the JSON is not text
     assert server.get("/data/plugin/text/tags")[RUN] == [text_tag]
     rows = server.get("/data/plugin/text/text", run=RUN, tag=text_tag)
     served: dict[int, list[str]] = {}
@@ -225,5 +230,5 @@ def test_event_text_is_served(server: Server, real_run: RealRun) -> None:
     for step, lines in by_step.items():
         # normguard writes one text entry per step holding every event line of that step, because
         # TensorBoard's default (fast) loader keeps only one text value per step and tag.
-        shown = "\n".join(html.unescape(t) for t in served[step])
-        assert all(line in shown for line in lines), (step, shown)
+        shown = [html.unescape(re.sub(r"<[^>]+>", "", p)) for t in served[step] for p in re.findall(r"<p>(.*?)</p>", t)]
+        assert shown == lines, (step, served[step])  # a paragraph per event, exactly as written

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import importlib.util
+import itertools
 import json
 import math
+import re
+import struct
 import sys
+from collections import Counter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
+import normguard as ng
 from normguard import report, tags
 from normguard.cli import main
 from normguard.events import Event, EventKind
-from normguard.sinks import SummaryWriterSink
+from normguard.sinks import SummaryWriterSink, markdown_text
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_loop.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -52,16 +60,34 @@ def write_synthetic(log_dir: Path) -> None:
                 tags.NOISE_FLOOR: 0.5,
             },
         )
-    sink.scalars(30, {tags.TOTAL_NORM: 4.5})  # a second check at the same step (validation): last one wins
+    sink.scalars(30, {tags.TOTAL_NORM: 4.5})  # a second value at the same step: the last one wins
     for step, val, growth in [(20, 0.9, 0.2), (30, 1.2, math.nan)]:
         sink.scalars(step, {tags.VAL_LOSS: val, tags.GAP: val - 0.3, tags.GROWTH_EXPONENT: growth})
         sink.scalars(step, {tags.condition_tag("below_floor"): 1.0, tags.condition_tag("norm_growing"): 0.0})
         sink.scalars(step, {tags.condition_tag("streak"): 1.0})
     fired = Event(30, EventKind.DETECTOR_FIRED, "signature [all three]")
     sink.scalars(fired.step, {tags.event_tag(fired.kind.value): 1.0})
-    sink.text(fired.step, tags.EVENTS_TEXT, fired.line())
-    sink.scalars(30, {tags.event_tag("weight_decay_changed"): 1.0})  # an event scalar without its text line
+    sink.events(fired.step, [fired])
+    sink.scalars(30, {tags.event_tag("weight_decay_changed"): 1.0})  # an event scalar without its record
     sink.close()
+
+
+def event_file(log_dir: Path) -> Path:
+    [path] = list(log_dir.glob("events.out.tfevents.*"))
+    return path
+
+
+def record_offsets(path: Path) -> list[tuple[int, int]]:
+    """(start, length of data) of each TFRecord in a file."""
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        out.append((pos, length))
+        pos += 12 + length + 4
+    return out
+
+
+# ---------------------------------------------------------------------------- reading and summary
 
 
 def test_load_runs_and_summary_on_known_values(tmp_path: Path) -> None:
@@ -79,10 +105,11 @@ def test_load_runs_and_summary_on_known_values(tmp_path: Path) -> None:
         (30, "detector_fired", "signature [all three]"),
         (30, "weight_decay_changed", ""),
     ]
+    assert run.warnings == []
     s = report.summarize(run, top_k=1)
     assert s["last_step"] == 30
     assert s["checks"] == 3
-    assert s["final_norm"] == 4.5
+    assert s["final_norm"] == s["norm_at_last_check"] == 4.5
     assert s["final_train_loss"] == 0.25
     assert s["final_val_loss"] == pytest.approx(1.2)
     assert s["best_val_loss"] == pytest.approx(0.9) and s["best_val_step"] == 20
@@ -92,17 +119,48 @@ def test_load_runs_and_summary_on_known_values(tmp_path: Path) -> None:
     assert s["first_fired_step"] == 30
     assert s["actions_taken"] == ["weight_decay_changed"]
     assert s["fastest_layers"] == [{"layer": "fast", "log_growth": pytest.approx(math.log(8.0))}]
+    assert s["nonfinite_since"] == {} and s["warnings"] == []
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN leaks through
 
 
-def test_several_runs_and_foreign_logs(tmp_path: Path) -> None:
+def test_logs_of_older_versions_are_read_with_todays_tags(tmp_path: Path) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    write_synthetic(tmp_path / "b")
-    write_synthetic(tmp_path / "a" / "nested")
+    with SummaryWriter(str(tmp_path)) as writer:  # normguard 0.1's tags: one normguard/ group, text events
+        for step, value in [(10, 1.0), (20, 2.0)]:
+            writer.add_scalar("normguard/norm/total", value, step)
+            writer.add_scalar("normguard/layer_norm/fc", value, step)
+            writer.add_scalar("normguard/norm/growth_exponent", 0.5, step)
+            writer.add_scalar("normguard/condition/below_floor", 1.0, step)
+        writer.add_scalar("normguard/event/stop", 1.0, 20)
+        writer.add_text("normguard/events", "step 20 [stop] stopping: signature", 20)
+    run = report.load_runs(tmp_path)["."]
+    assert set(run.scalars) == {
+        tags.TOTAL_NORM,
+        tags.layer_tag("fc"),
+        tags.GROWTH_EXPONENT,
+        tags.condition_tag("below_floor"),
+        tags.event_tag("stop"),
+    }
+    assert [(e.step, e.kind, e.message) for e in run.events] == [(20, "stop", "stopping: signature")]
+
+
+def test_several_runs_in_the_order_they_started_and_foreign_logs(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    # trained in this order: a baseline and its guarded twin, twice; alphabetical order would split the pairs
+    for name in ("unguarded_a", "guarded_a", "unguarded_b", "guarded_b"):
+        write_synthetic(tmp_path / "sweep" / name)
+    write_synthetic(tmp_path / "nested" / "deep" / "x")
     with SummaryWriter(str(tmp_path / "lightning")) as writer:  # not normguard's: skipped
         writer.add_scalar("train_loss", 1.0, 1)
-    assert list(report.load_runs(tmp_path)) == ["a/nested", "b"]
+    assert list(report.load_runs(tmp_path)) == [
+        "nested/deep/x",
+        "sweep/unguarded_a",
+        "sweep/guarded_a",
+        "sweep/unguarded_b",
+        "sweep/guarded_b",
+    ]
 
 
 def test_errors_for_missing_or_empty_directories(tmp_path: Path) -> None:
@@ -114,10 +172,29 @@ def test_errors_for_missing_or_empty_directories(tmp_path: Path) -> None:
         report.plot_report({"x": report.RunData("x", "")}, tmp_path / "out.txt")
 
 
+def test_one_value_per_tag_and_step_in_the_event_file(example_run: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 15.1, at the data level: every record of a real run's event file, not a loader's view."""
+    from tensorboard.compat.proto import event_pb2
+
+    log_dir, _ = example_run
+    for name in ("guarded", "unguarded"):
+        records, problem = report.read_records(event_file(log_dir / name))
+        assert problem is None
+        written: Counter[tuple[str, int]] = Counter()
+        for record in records:
+            event = event_pb2.Event.FromString(record)
+            written.update((v.tag, event.step) for v in event.summary.value)
+        repeated = {key: n for key, n in written.items() if n > 1}
+        assert not repeated, repeated
+        # and the steps where a train check and a validation coincide keep the real growth, not 0.0
+        growth = report.load_runs(log_dir)[name].series(tags.RELATIVE_GROWTH)
+        assert growth is not None and len(growth) > 3 and (growth.values != 0.0).all()
+
+
 def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
     log_dir, results = example_run
     runs = report.load_runs(log_dir)
-    assert list(runs) == ["guarded", "unguarded"]
+    assert list(runs) == ["unguarded", "guarded"]  # the order the example trained them
     guarded, plain = (report.summarize(runs[k]) for k in ("guarded", "unguarded"))
     fired = results["guarded"]["first_fired_step"]
     assert fired is not None and fired < 120
@@ -126,10 +203,14 @@ def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
         assert [f"step {e['step']} [{e['kind']}] {e['message']}" for e in s["events"]] == results[name]["events"]
         assert s["first_fired_step"] == results[name]["first_fired_step"]
     assert guarded["actions_taken"] == ["restore", "stop"]
-    # restored to the best validation's weights: the norm logged there is the model's norm at the end
+    # restored to the best validation's weights: the final values are those of the restored step
     assert guarded["restored_to_step"] == guarded["best_val_step"] < fired
-    assert guarded["norm_after_restore"] == pytest.approx(results["guarded"]["final_norm"], rel=1e-5)
+    assert guarded["final_norm"] == guarded["norm_after_restore"]
+    assert guarded["final_norm"] == pytest.approx(results["guarded"]["final_norm"], rel=1e-5)
+    assert guarded["norm_at_last_check"] > guarded["final_norm"]  # the norm before the restore
+    assert guarded["final_val_loss"] == guarded["best_val_loss"] < guarded["val_loss_at_last_check"]
     assert plain["restored_to_step"] is None and plain["norm_after_restore"] is None
+    assert plain["final_norm"] == plain["norm_at_last_check"]
     assert plain["actions_taken"] == []
     assert guarded["last_step"] == results["guarded"]["steps"] == fired  # stopped at the check that fired
     assert plain["last_step"] == 120
@@ -140,28 +221,368 @@ def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
     assert plain["final_val_loss"] > plain["best_val_loss"]
     assert plain["max_growth_exponent"] > 0
     assert plain["fastest_layers"][0]["layer"] == "<root>"
-    # the guarded run restored its best weights: lower test loss than running on
     assert results["guarded"]["final_test_loss"] < results["unguarded"]["final_test_loss"]
-    # every condition strip held at the decision that fired
-    for name in ("below_floor", "norm_growing", "gap_widening"):
+    for name in ("below_floor", "norm_growing", "gap_widening"):  # every condition held when it fired
         strip = runs["guarded"].conditions[name]
         assert strip.values[strip.steps.tolist().index(fired)] == 1.0, name
 
 
-def test_figure_marks_every_event_in_every_panel(example_run: tuple[Path, dict[str, Any]]) -> None:
+# ---------------------------------------------------------------------------- issue 14.4: runs stated as they are
+
+
+def nan_run(log_dir: Path) -> None:
+    """12 steps, a check at each; the weights become NaN at step 6."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    with ng.NormGuard(model, opt, log_dir=str(log_dir), every_n_steps=1) as guard:
+        for step in range(1, 13):
+            loss = (model(x) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step == 6:
+                with torch.no_grad():
+                    model.weight.fill_(float("nan"))
+            guard.step(loss)
+
+
+def test_nan_weights_are_not_reported_as_the_last_finite_norm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nan_run(tmp_path)
+    s = report.summarize(report.load_runs(tmp_path)["."])
+    assert s["last_step"] == 12
+    assert s["final_norm"] is None and s["norm_at_last_check"] is None
+    assert s["nonfinite_since"]["norm"] == 6
+    assert s["last_finite_norm_step"] == 5 and s["last_finite_norm"] > 0
+    assert main(["report", str(tmp_path), "--no-figure"]) == 0
+    text = capsys.readouterr().out
+    assert "norm at the last check non-finite (since step 6; last finite" in text
+    assert f"norm at the last check {s['last_finite_norm']:.4g}" not in text
+    assert main(["report", str(tmp_path), "--no-figure", "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)["runs"]
+    assert run["final_norm"] is None and run["nonfinite_since"]["norm"] == 6
+
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    records = record_offsets(path)
+    start, length = records[len(records) // 2]
+    if how == "truncated":  # cut in the middle of a record
+        del data[start + 12 + length // 2 :]
+    elif how == "corrupted":  # one flipped byte inside a record's data
+        data[start + 12 + length // 2] ^= 0xFF
+    elif how == "corrupted_length":  # one flipped byte in a record's length
+        data[start] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupted", "corrupted_length"])
+def test_damaged_event_files_are_named_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str) -> None:
+    nan_free = tmp_path / "logs"
+    write_synthetic_long(nan_free)
+    intact = report.load_runs(nan_free)["."]
+    complete = report.summarize(intact)
+    damage(event_file(nan_free), how)
+    with pytest.warns(report.DamagedLogWarning, match=r"truncated|corrupted"):
+        run = report.load_runs(nan_free)["."]
+    [problem] = run.warnings
+    assert ("truncated" if how == "truncated" else "corrupted") in problem
+    s = report.summarize(run)
+    if how == "corrupted":  # one record skipped, the ones after it still read
+        assert s["last_step"] == complete["last_step"]
+        assert sum(map(len, run.scalars.values())) == sum(map(len, intact.scalars.values())) - 1
+    else:
+        assert s["last_step"] < complete["last_step"]
+    out = tmp_path / "r.png"
+    assert main(["report", str(nan_free), "--out", str(out), "--json"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["complete"] is False and result["runs"][0]["warnings"] == [problem]
+    assert "warning: run '.' is incomplete" in captured.err
+    assert out.read_bytes()[:8] == PNG_MAGIC  # the report is still drawn from what could be read
+    assert main(["report", str(nan_free), "--no-figure"]) == 1
+    assert "incomplete" in capsys.readouterr().err
+
+
+def write_synthetic_long(log_dir: Path, steps: int = 12) -> None:
+    sink = SummaryWriterSink(str(log_dir))
+    for step in range(1, steps + 1):
+        sink.scalars(step, {tags.TOTAL_NORM: float(step), tags.TRAIN_LOSS: 1.0 / step})
+    sink.close()
+
+
+def test_an_intact_log_exits_0_and_says_complete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_synthetic_long(tmp_path)
+    assert main(["report", str(tmp_path), "--no-figure", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
+
+
+# ---------------------------------------------------------------------------- TensorBoard: tags, layout, text
+
+
+def tensorboard_order(tag_a: str, tag_b: str) -> int:
+    """TensorBoard's tag comparison (Time Series and Scalars): digits and '/' sort before other characters."""
+    for a, b in zip(tag_a, tag_b):
+        if a == b:
+            continue
+        a_first, b_first = a == "/" or a.isdigit(), b == "/" or b.isdigit()
+        if a_first != b_first:
+            return -1 if a_first else 1
+        return -1 if a < b else 1
+    return (len(tag_a) > len(tag_b)) - (len(tag_a) < len(tag_b))
+
+
+def test_tensorboard_groups_put_what_matters_first() -> None:
+    """Issue 15.4: the first group holds losses, floor, norm, gap (and weight decay); diagnostics after."""
+    import functools
+
+    every = [
+        tags.TRAIN_LOSS,
+        tags.VAL_LOSS,
+        tags.NOISE_FLOOR,
+        tags.TOTAL_NORM,
+        tags.GAP,
+        tags.VAL_METRIC,
+        f"{tags.WEIGHT_DECAY}/group_0",
+        tags.GROWTH_EXPONENT,
+        tags.RELATIVE_GROWTH,
+        tags.GAP_TREND,
+        tags.layer_tag("encoder.0"),
+        tags.layer_tag("fc", tags.LAYER_INIT_DISTANCE),
+        tags.condition_tag("below_floor"),
+        tags.condition_tag("streak"),
+        tags.event_tag("detector_fired"),
+    ]
+    assert all(tags.is_normguard_tag(t) for t in every)
+    ordered = sorted(every, key=functools.cmp_to_key(tensorboard_order))
+    groups = list(dict.fromkeys(t.split("/", 1)[0] for t in ordered))
+    assert groups == list(tags.GROUPS)
+    first = [t for t in ordered if t.split("/", 1)[0] == tags.PREFIX]
+    assert set(first) == {
+        tags.TRAIN_LOSS,
+        tags.VAL_LOSS,
+        tags.NOISE_FLOOR,
+        tags.TOTAL_NORM,
+        tags.GAP,
+        tags.VAL_METRIC,
+        f"{tags.WEIGHT_DECAY}/group_0",
+    }
+    assert len(first) <= 8  # one screen of cards
+    second = [t for t in ordered if t.split("/", 1)[0] == tags.GROWTH_GROUP]
+    assert set(second) == {tags.GROWTH_EXPONENT, tags.RELATIVE_GROWTH, tags.GAP_TREND}
+
+
+def test_custom_scalars_layout_first_charts_and_separate_axes() -> None:
+    """Issue 15.3/15.4: losses with the floor, norm and gap first; no rate shares an axis with a level
+    or with another rate (the gap trend, 1.4–11, clipped the gap, 0.08–3.2, when they shared one)."""
+    layout = tags.custom_scalars_layout()
+    main_charts = list(layout[tags.PREFIX].values())
+    assert [spec[1] for spec in main_charts[:3]] == [
+        [tags.TRAIN_LOSS, tags.VAL_LOSS, tags.NOISE_FLOOR],
+        [tags.TOTAL_NORM],
+        [tags.GAP],
+    ]
+    rates = {tags.GROWTH_EXPONENT, tags.RELATIVE_GROWTH, tags.GAP_TREND}
+    for category in layout.values():
+        for title, (kind, chart_tags) in category.items():
+            assert kind == "Multiline"
+            if rates & set(chart_tags):
+                assert len(chart_tags) == 1, title  # a rate has its chart to itself
+    trend_title = next(t for t, spec in layout[tags.PREFIX].items() if spec[1] == [tags.GAP_TREND])
+    assert "above 0 = gap widening" in trend_title and "per 1000 steps" in trend_title
+    # regular expressions (TensorBoard matches them): each chart names exactly its tags
+    candidates = [
+        *rates,
+        tags.condition_tag("below_floor"),
+        tags.condition_tag("streak"),
+        f"{tags.WEIGHT_DECAY}/group_0",
+        tags.layer_tag("a.b"),
+    ]
+    conditions = layout[f"{tags.PREFIX} details"]["detector conditions (1 = held)"][1]
+    matched = [t for t in candidates if any(re.match(p, t) for p in conditions)]
+    assert matched == [tags.condition_tag("below_floor")]  # the streak (0…n) is not on the 0/1 chart
+
+
+def test_event_text_shows_as_written_in_tensorboards_text_tab() -> None:
+    """Issue 15.5: TensorBoard renders the Text tab as Markdown; names with markup characters survive."""
+    from tensorboard import plugin_util
+
+    lines = [
+        "step 80 [detector_fired] signature (streak 3); fastest-growing layers: <root> (0.879), heads.$\\q$ (0.5)",
+        "step 80 [stop] stopping: *x* _y_ `z` <b>bold</b> & # 1. a_b_",
+    ]
+    rendered = plugin_util.markdown_to_safe_html(markdown_text(lines))
+    paragraphs = re.findall(r"<p>(.*?)</p>", rendered, flags=re.DOTALL)
+    assert [html.unescape(re.sub(r"<[^>]+>", "", p)) for p in paragraphs] == lines
+
+
+def test_json_events_are_not_in_the_text_tab(tmp_path: Path) -> None:
+    from tensorboard.compat.proto import event_pb2
+
+    write_synthetic(tmp_path)
+    records, _ = report.read_records(event_file(tmp_path))
+    plugins = {}
+    for record in records:
+        for value in event_pb2.Event.FromString(record).summary.value:
+            if value.metadata.plugin_data.plugin_name:
+                plugins[value.tag] = value.metadata.plugin_data.plugin_name
+    assert plugins[tags.EVENTS_TEXT_SHOWN] == "text"
+    assert plugins[tags.EVENTS_JSON] == tags.EVENTS_JSON_PLUGIN != "text"
+    assert [t for t, p in plugins.items() if p == "text"] == [tags.EVENTS_TEXT_SHOWN]
+
+
+# ---------------------------------------------------------------------------- the figure
+
+
+def rendered(fig: Any) -> Any:
+    """Draw a pyplot-free figure with Agg; returns the renderer."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def test_events_at_the_same_step_are_all_visible(example_run: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 15.6: each event has its own marker (a row per kind) and its own line in every panel;
+    lines of one step are side by side, and the detector's red line is drawn on top."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_rgba
+
+    runs = report.load_runs(example_run[0])
+    fig = report._figure(runs, top_k=3)
+    rendered(fig)
+    axes = np.array(fig.axes).reshape(len(report.PANELS), len(runs))
+    for col, run in enumerate(runs.values()):
+        ax_events = axes[0, col]
+        rows = report.event_rows(run)
+        assert [t.get_text() for t in ax_events.get_yticklabels()] == [report._EVENT_STYLE[k][1] for k in rows]
+        by_step: dict[int, list[str]] = {}
+        for event in run.events:
+            by_step.setdefault(event.step, []).append(event.kind)
+            [marker] = [ln for ln in ax_events.lines if ln.get_gid() == f"event-marker:{event.kind}:{event.step}"]
+            assert marker.get_xdata()[0] == event.step and marker.get_ydata()[0] == rows.index(event.kind)
+            assert to_rgba(marker.get_color()) == to_rgba(report._EVENT_STYLE[event.kind][0])
+        for panel in axes[1:, col]:
+            for step, kinds in by_step.items():
+                xs, zorders = {}, {}
+                for kind in kinds:
+                    [line] = [ln for ln in panel.lines if ln.get_gid() == f"event-line:{kind}:{step}"]
+                    xs[kind] = line.get_transform().transform((line.get_xdata()[0], 0.5))[0]
+                    zorders[kind] = line.get_zorder()
+                if "detector_fired" in kinds and len(kinds) > 1:  # the red line is never under another
+                    assert zorders.pop("detector_fired") > max(zorders.values())
+                positions = sorted(xs.values())
+                assert all(b - a >= 2.0 for a, b in itertools.pairwise(positions)), (step, xs)  # pixels apart
+    guarded = list(runs).index("guarded")
+    assert {"detector_fired", "stop", "restore"} <= set(report.event_rows(runs["guarded"]))
+    assert axes[0, guarded].get_title().startswith("guarded")
+
+
+def test_each_column_has_its_own_y_axes(example_run: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 15.7: a guarded run's norm (2.6–15.6) fills its own panel, not the bottom of a 0–105 one."""
     pytest.importorskip("matplotlib")
     runs = report.load_runs(example_run[0])
     fig = report._figure(runs, top_k=3)
-    axes = np.array(fig.axes[:10]).reshape(5, 2)  # the twin axes come after the grid
+    rendered(fig)
+    axes = np.array(fig.axes).reshape(len(report.PANELS), len(runs))
+    norm_row = report.PANELS.index("norm")
     for col, run in enumerate(runs.values()):
-        event_steps = sorted({e.step for e in run.events})
-        for ax in axes[:, col]:
-            vertical = sorted({line.get_xdata()[0] for line in ax.lines if len(set(line.get_xdata())) == 1})
-            assert event_steps and set(event_steps) <= set(vertical)
-        labels = {t.get_text() for t in axes[0, col].texts}
-        assert any("fired" in label for label in labels)
-        assert [t.get_text() for t in axes[4, col].get_yticklabels()] == ["below_floor", "norm_growing", "gap_widening"]
-    assert axes[0, 0].get_title().startswith("guarded")
+        total = run.series(tags.TOTAL_NORM)
+        assert total is not None
+        low, high = axes[norm_row, col].get_ylim()
+        span = total.values.max() - total.values.min()
+        assert high - low < 1.3 * span  # the run's own range, a little padding
+        assert axes[norm_row, col].get_xlim()[1] < 1.2 * run.last_step  # not the other run's 1000 steps
+    assert axes[norm_row, 0].get_ylim() != axes[norm_row, 1].get_ylim()
+
+
+def test_legends_do_not_cover_data(example_run: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 15.9: every legend sits outside every panel's plotting area."""
+    pytest.importorskip("matplotlib")
+    runs = report.load_runs(example_run[0])
+    for subset in (runs, {"unguarded": runs["unguarded"]}):
+        fig = report._figure(subset, top_k=5)
+        renderer = rendered(fig)
+        legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert len(legends) >= 4 * len(subset)
+        for legend in legends:
+            box = legend.get_window_extent(renderer)
+            for ax in fig.axes:
+                area = ax.get_window_extent(renderer)
+                overlap = min(box.x1, area.x1) - max(box.x0, area.x0), min(box.y1, area.y1) - max(box.y0, area.y0)
+                assert min(overlap) <= 0, (legend.get_texts()[0].get_text(), ax.get_ylabel())
+
+
+def odd_names_run(log_dir: Path) -> None:
+    sink = SummaryWriterSink(str(log_dir))
+    for step in (1, 2, 3):
+        sink.scalars(
+            step,
+            {
+                tags.TOTAL_NORM: float(step),
+                tags.layer_tag("heads.$\\q$"): float(step),
+                tags.layer_tag("$x^2$"): 2.0 * step,
+                tags.layer_tag("a_b*c<d>"): 1.0,
+                tags.TRAIN_LOSS: 1.0 / step,
+            },
+        )
+    sink.events(3, [Event(3, EventKind.STOP, "stopping: $\\q$")])
+    sink.close()
+
+
+def test_layer_and_run_names_are_text_never_math(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15.2: `heads.$\\q$` crashed both --out x.png and --out x.html (mathtext: Unknown symbol)."""
+    pytest.importorskip("matplotlib")
+    odd_names_run(tmp_path / "logs" / "run $\\alpha$")
+    for out in (tmp_path / "r.png", tmp_path / "r.html", tmp_path / "r.svg"):
+        assert main(["report", str(tmp_path / "logs"), "--out", str(out)]) == 0, capsys.readouterr().err
+        assert out.stat().st_size > 1000
+    runs = report.load_runs(tmp_path / "logs")
+    fig = report._figure(runs, top_k=5)
+    rendered(fig)
+    texts = [t for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    shown = {t.get_text() for t in texts}
+    assert {"heads.$\\q$ (×3)", "$x^2$ (×3)"} <= shown
+    for text in [*texts, *(ax.title for ax in fig.axes)]:
+        assert text._preprocess_math(text.get_text()) == (text.get_text(), False)  # drawn as plain text
+    assert fig.axes[0].get_title().startswith("run $\\alpha$")
+
+
+# ---------------------------------------------------------------------------- the HTML page and the CLI
+
+
+def test_html_shows_each_run_at_its_design_size_with_a_full_size_link(
+    example_run: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Issue 15.8: figures no wider than a 1000 px page, shown at half their pixels (never scaled to the
+    page), a full-size link each, and the summary's final values after the restore."""
+    pytest.importorskip("matplotlib")
+    log_dir, results = example_run
+    page = tmp_path / "report.html"
+    report.plot_report(report.load_runs(log_dir), page)
+    body = page.read_text(encoding="utf-8")
+    images = re.findall(r'<img alt="normguard report of ([^"]+)" width="(\d+)" height="(\d+)" src="([^"]+)"', body)
+    assert [name for name, *_ in images] == ["unguarded", "guarded"]
+    for _, width, height, src in images:
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert report._png_size(png) == (2 * int(width), 2 * int(height))
+        assert 600 <= int(width) <= 900  # fits a 1000 px window; two fit side by side at 1600 px
+    assert body.count('class="full" href="#figure-') == 2
+    assert "figure:target img { width: auto; max-width: none; }" in body
+    # the summary: the guarded run ended with the restored weights
+    rows = re.findall(r"<tr>(<td>.*?)</tr>", body)
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows if row.startswith("<td>guarded</td><td>")]
+    titles = re.findall(r"<th[^>]*>(.*?)</th>", body.split("<tbody>")[0])
+    guarded = dict(zip(titles, cells[0]))
+    s = report.summarize(report.load_runs(log_dir)["guarded"])
+    assert guarded["final norm"] == f"{s['norm_after_restore']:.4g}"
+    assert guarded["final val loss"] == f"{s['best_val_loss']:.4g}"
+    assert guarded["norm at the last check"] == f"{s['norm_at_last_check']:.4g}"
+    assert float(guarded["final norm"]) == pytest.approx(results["guarded"]["final_norm"], rel=1e-3)
 
 
 def test_cli_json_png_and_html(
@@ -172,17 +593,18 @@ def test_cli_json_png_and_html(
     png = tmp_path / "report.png"
     assert main(["report", str(log_dir), "--out", str(png), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["figure"] == str(png)
-    assert [r["run"] for r in out["runs"]] == ["guarded", "unguarded"]
-    assert out["runs"][0]["first_fired_step"] == results["guarded"]["first_fired_step"]
+    assert out["figure"] == str(png) and out["complete"] is True
+    assert [r["run"] for r in out["runs"]] == ["unguarded", "guarded"]
+    assert out["runs"][1]["first_fired_step"] == results["guarded"]["first_fired_step"]
     assert png.read_bytes()[:8] == PNG_MAGIC
 
     page = tmp_path / "report.html"
     assert main(["report", str(log_dir), "--out", str(page)]) == 0
     text = capsys.readouterr().out
     assert "guarded: " in text and f"wrote {page}" in text
+    assert "final norm" in text and "restored to the weights of step" in text
     body = page.read_text(encoding="utf-8")
-    assert body.count("data:image/png;base64,") == 1
+    assert body.count("data:image/png;base64,") == 2
     assert "<td>guarded</td>" in body and "<td>restore, stop</td>" in body
 
 

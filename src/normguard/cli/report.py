@@ -1,9 +1,14 @@
 """``normguard report LOGDIR``: one figure and a summary from normguard's TensorBoard logs.
 
 Every run under LOGDIR (a directory with event files holding ``normguard/`` tags) becomes
-one column of the figure, so runs in sub-directories are compared side by side. The figure
-goes to ``--out`` (``.png``, ``.svg``, ``.pdf``, or ``.html``: a self-contained page with the
-PNG embedded and the summary table); ``--json`` prints the summary as one JSON object.
+one column of the figure, so runs in sub-directories are compared side by side (in the
+order they started). The figure goes to ``--out`` (``.png``, ``.svg``, ``.pdf``, or
+``.html``: a self-contained page with a figure per run, the summary table and every event);
+``--json`` prints the summary as one JSON object.
+
+Exit status: 0; 2 for a usage error (one line on stderr); 1 when an event file is truncated
+or corrupted: the report is still written from what could be read, each damaged file is
+named on stderr, and ``--json`` says ``"complete": false`` with the run's ``warnings``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+import warnings
 from typing import Any
 
 from normguard.cli import UsageError
@@ -29,19 +36,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="fastest-growing layers to show (default: %(default)s)")
 
 
-def _line(s: dict[str, Any]) -> str:
-    def fmt(value: Any) -> str:
-        return "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
+def _fmt(value: Any) -> str:
+    return "-" if value is None else (f"{value:.4g}" if isinstance(value, float) else str(value))
 
+
+def _norm_text(s: dict[str, Any]) -> str:
+    """The norm clause: the weights the run ended with, never a stale finite value for NaN weights."""
+    since = s["nonfinite_since"].get("norm")
+    if since is not None:
+        last = s["last_finite_norm"]
+        before = "" if last is None else f"; last finite {_fmt(last)} at step {s['last_finite_norm_step']}"
+        at_check = f"norm at the last check non-finite (since step {since}{before})"
+    else:
+        at_check = f"norm at the last check {_fmt(s['norm_at_last_check'])}"
+    if s["restored_to_step"] is not None:
+        return (
+            f"final norm {_fmt(s['norm_after_restore'])} (restored to the weights of step {s['restored_to_step']}; "
+            f"{at_check} before the restore)"
+        )
+    return at_check
+
+
+def _line(s: dict[str, Any]) -> str:
     fired = "not fired" if s["first_fired_step"] is None else f"fired at step {s['first_fired_step']}"
     actions = ", ".join(s["actions_taken"]) or "none"
-    norm = f"norm at the last check {fmt(s['final_norm'])} (max growth exponent {fmt(s['max_growth_exponent'])})"
-    if s["restored_to_step"] is not None:
-        norm += f", restored to the weights of step {s['restored_to_step']} (norm {fmt(s['norm_after_restore'])})"
+    losses = f"final train loss {_fmt(s['final_train_loss'])}, val loss {_fmt(s['final_val_loss'])}"
+    for key, what in (("train_loss", "train"), ("val_loss", "val")):
+        if key in s["nonfinite_since"]:
+            losses += f" ({what} loss non-finite since step {s['nonfinite_since'][key]})"
     return (
-        f"{s['run']}: {s['last_step']} steps, detector {fired}, actions: {actions}; {norm}; "
-        f"final train loss {fmt(s['final_train_loss'])}, val loss {fmt(s['final_val_loss'])} "
-        f"(best {fmt(s['best_val_loss'])}), noise floor {fmt(s['noise_floor'])}"
+        f"{s['run']}: {s['last_step']} steps, detector {fired}, actions: {actions}; {_norm_text(s)}; "
+        f"max growth exponent {_fmt(s['max_growth_exponent'])}; {losses} (best val {_fmt(s['best_val_loss'])}), "
+        f"noise floor {_fmt(s['noise_floor'])}"
     )
 
 
@@ -65,7 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if out is not None and not out.lower().endswith(_FIGURE_SUFFIXES):
         raise UsageError(f"--out must end in .png, .svg, .pdf or .html, got {out!r}")
     try:
-        runs = report.load_runs(args.logdir)
+        with warnings.catch_warnings():  # damaged files are reported below, once each
+            warnings.simplefilter("ignore", report.DamagedLogWarning)
+            runs = report.load_runs(args.logdir)
     except (FileNotFoundError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     summaries = [report.summarize(r, top_k=args.top_k) for r in runs.values()]
@@ -76,11 +104,16 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{exc} (or pass --no-figure)") from None
         except OSError as exc:
             raise UsageError(f"cannot write {out!r}: {exc.strerror or exc}") from None
+    damaged = [(s["run"], w) for s in summaries for w in s["warnings"]]
+    for run_name, problem in damaged:
+        print(f"normguard report: warning: run {run_name!r} is incomplete: {problem}", file=sys.stderr)
+    status = 1 if damaged else 0
     if args.json:
-        print(json.dumps(_clean({"logdir": str(args.logdir), "figure": out, "runs": summaries}), indent=2))
-        return 0
+        result = {"logdir": str(args.logdir), "figure": out, "complete": not damaged, "runs": summaries}
+        print(json.dumps(_clean(result), indent=2))
+        return status
     for s in summaries:
         print(_line(s))
     if out is not None:
         print(f"wrote {out}")
-    return 0
+    return status
