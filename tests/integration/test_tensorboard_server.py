@@ -43,7 +43,7 @@ class RealRun:
     events: list[ng.Event] = field(default_factory=list)
 
 
-def train_real_run(log_dir: Path, steps: int = 120) -> RealRun:
+def train_real_run(log_dir: Path, steps: int = 300) -> RealRun:
     """The paper's linear setting (n = 400, d = 1.5 n, alpha = 1.5, sigma^2 = 1), stop + restore."""
     g = torch.Generator().manual_seed(0)
     n, d = 400, 600

@@ -40,9 +40,9 @@ def load_example() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """The example's two real runs (paper linear setting), 120 steps, logged to TensorBoard."""
+    """The example's two real runs (paper linear setting), 300 steps at most, logged to TensorBoard."""
     log_dir = tmp_path_factory.mktemp("example") / "runs"
-    results = load_example().main(["--steps", "120", "--log-dir", str(log_dir), "--json"])
+    results = load_example().main(["--steps", "300", "--log-dir", str(log_dir), "--json"])
     return log_dir, results
 
 
@@ -197,7 +197,7 @@ def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
     assert list(runs) == ["unguarded", "guarded"]  # the order the example trained them
     guarded, plain = (report.summarize(runs[k]) for k in ("guarded", "unguarded"))
     fired = results["guarded"]["first_fired_step"]
-    assert fired is not None and fired < 120
+    assert fired is not None and fired < 300
     # the events in the logs are exactly the ones the guard emitted, in order
     for name, s in (("guarded", guarded), ("unguarded", plain)):
         assert [f"step {e['step']} [{e['kind']}] {e['message']}" for e in s["events"]] == results[name]["events"]
@@ -213,7 +213,7 @@ def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
     assert plain["final_norm"] == plain["norm_at_last_check"]
     assert plain["actions_taken"] == []
     assert guarded["last_step"] == results["guarded"]["steps"] == fired  # stopped at the check that fired
-    assert plain["last_step"] == 120
+    assert plain["last_step"] == 300
     # past the noise floor: training loss under it, norm larger, validation worse than its best
     assert plain["noise_floor"] == 1.0
     assert plain["final_train_loss"] < 1.0
