@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import torch.distributed as dist
 
+from normguard import tags
+
 HERE = Path(__file__).parent
 
 pytestmark = pytest.mark.skipif(
@@ -80,8 +82,8 @@ def test_ddp_only_rank_zero_writes_the_event_file(ddp_stop: Path) -> None:
     assert len(files) == 1
     acc = EventAccumulator(str(files[0].parent), size_guidance={"scalars": 0})
     acc.Reload()
-    assert "normguard/norm/total" in acc.Tags()["scalars"]
-    assert acc.Scalars("normguard/event/stop")[0].step == r0["global_step"]
+    assert tags.TOTAL_NORM in acc.Tags()["scalars"]
+    assert acc.Scalars(tags.event_tag("stop"))[0].step == r0["global_step"]
 
 
 def test_ddp_one_rank_asking_to_stop_stops_all(tmp_path: Path) -> None:
