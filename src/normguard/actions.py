@@ -83,6 +83,8 @@ class Action:
     needs_best_weights: bool = False
     #: the name ``resolve_action`` knows it by
     name: str = ""
+    #: the action may change the optimizers' weight decay (the core then logs it)
+    changes_weight_decay: bool = False
 
     def __call__(self, verdict: Verdict, context: ActionContext) -> None:
         raise NotImplementedError
@@ -181,6 +183,7 @@ class RaiseWeightDecay(Action):
     """
 
     name = "weight_decay"
+    changes_weight_decay = True
 
     def __init__(
         self,
@@ -298,6 +301,7 @@ class HoldNoiseFloor(Action):
 
     name = "hold_floor"
     every_decision = True
+    changes_weight_decay = True
 
     def __init__(
         self,
@@ -471,7 +475,8 @@ class StopTraining(Action):
     def __call__(self, verdict: Verdict, context: ActionContext) -> None:
         if self.restore_best:
             context.restore_best()
-        context.request_stop(f"near-interpolation signature (detector fired at step {verdict.step})")
+        when = "the detector fired now" if verdict.fired else f"active for {verdict.streak} decisions"
+        context.request_stop(f"near-interpolation signature ({when})")
 
 
 class Escalation(Action):
@@ -486,6 +491,7 @@ class Escalation(Action):
         self.actions = [resolve_action(a) for a in actions]
         self.needs_best_weights = any(a.needs_best_weights for a in self.actions)
         self.every_decision = any(a.every_decision for a in self.actions)
+        self.changes_weight_decay = any(a.changes_weight_decay for a in self.actions)
         self.reset()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:

@@ -5,17 +5,8 @@ accumulated on the device, no host sync), and :meth:`NormGuard.validation_end` w
 validation loss when you validate. Every ``every_n_steps`` steps the guard makes a check:
 one fused norm pass and one device→host transfer; other steps touch only the device.
 
-Logged keys (TensorBoard, under ``log_dir``; see :mod:`normguard.tags`):
-
-====================================  =========================================
-``normguard/norm/total``              total ℓ2 weight norm, every check
-``normguard/layer_norm/<layer>``      per-layer ℓ2 norms, every check
-``normguard/norm/growth_exponent``    d log‖w‖ / d log(step), once 3 checks exist
-``normguard/loss/train``              mean training loss since the previous check
-``normguard/loss/val``, ``gap/*``     at each validation
-``normguard/condition/*``             the detector's conditions at each decision
-``normguard/event/*`` + text          events (fired, weight decay, stop, restore, NaN)
-====================================  =========================================
+Logged keys: the tag scheme of :mod:`normguard.tags` (norm, losses with the noise floor, gap,
+growth rates, per-layer norms, conditions and events), written under ``log_dir`` at checks.
 
 Cost: a check reads every measured weight once (bandwidth-bound, like one
 ``vector_norm`` over all weights). Memory: nothing beyond a few scalars unless

@@ -342,12 +342,15 @@ class Monitor:
             val_loss=reading.val_loss,
             val_metric=reading.val_metric,
             log_layers=self.options.log_layers,
-            weight_decays={**self._weight_decays(), **self.action.scalars()},
+            weight_decays={**self._weight_decays(), **self.action.scalars()}
+            if self.action.changes_weight_decay
+            else {},
         )
         self._buffer_for(step)[0].update(values)
 
     def _weight_decays(self) -> dict[str, float]:
-        out = {}
+        """Each optimizer group's weight decay, and the action's own (``hold_floor``'s λ)."""
+        out = dict(self.action.scalars())
         for k, opt in enumerate(self.optimizers):
             for i, group in enumerate(opt.param_groups):
                 if "weight_decay" in group:
