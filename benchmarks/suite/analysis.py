@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from normguard.signals import theil_sen
+
+from normguard.detector import theil_sen
 
 W = 6  # window (epochs) of every slope, as the detector's default window of 6 checks
 Trace = list[dict[str, Any]]
