@@ -240,7 +240,7 @@ ARMS: dict[str, Arm] = {
     "stop_val_loss": Arm(
         "stop_val_loss",
         normguard_arm("stop", validation_metric=False),
-        "NormGuardCallback(action='stop'), known floor, best judged by val_loss (0.1 API)",
+        "NormGuardCallback(action='stop'), known floor, best judged by val_loss (no monitor; not in the default arms)",
         normguard=True,
     ),
     "hold_floor": Arm(
