@@ -6,7 +6,7 @@ Each run trains in a real Lightning ``Trainer`` (AdamW lr 1e-3, torch's default 
 table goes to stdout and to the ``suite`` section of ``benchmarks/RESULTS.md``.
 
 Run: ``python benchmarks/suite.py [--tasks cnn_digits,mlp_tabular,regression,bert_majority]
-[--seeds 3] [--arms none,early_stopping,stop,...] [--findings]``
+[--seeds 3] [--arms none,early_stopping,stop,...] [--findings] [--force] [--no-run]``
 
 ``--findings`` also rebuilds the generated tables of ``benchmarks/suite/FINDINGS.md`` from the
 saved ``none`` traces. Arms whose normguard options the installed version lacks are skipped
@@ -28,7 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, write_section
 from suite import findings
 from suite.harness import ARMS, RESULTS_DIR, ArmUnavailable, run
-from suite.report import condition_table, condition_task_table, load_results, table, targets_table
+from suite.report import (
+    condition_table,
+    condition_task_table,
+    load_results,
+    missing_runs,
+    table,
+    targets_table,
+)
 from suite.tasks import TASKS
 
 DEFAULT_ARMS = "none,early_stopping,stop,hold_floor,hold_floor_restore,escalation"
@@ -48,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-run even when a saved result exists")
     parser.add_argument("--findings", action="store_true", help="rebuild the tables of suite/FINDINGS.md")
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md untouched")
+    parser.add_argument(
+        "--no-run", action="store_true", help="train nothing: tabulate the saved results (missing runs stay missing)"
+    )
     args = parser.parse_args(argv)
     quiet()
     torch.set_num_threads(1)
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             for noise in TASKS[task].noises:
                 for seed in range(args.seeds):
-                    if arm in skipped:
+                    if arm in skipped or args.no_run:
                         continue
                     try:
                         r = run(task, noise, seed, arm, force=args.force)
@@ -77,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {k: v for k, v in load_results(RESULTS_DIR).items() if k[0] in tasks and k[2] < args.seeds}
     ran = [a for a in arms if a not in skipped]
     body = table(results, tasks, ran, args.seeds)
+    missing = missing_runs(results, tasks, ran, args.seeds)
+    if missing:
+        body += "\n\nNot run (no saved result; the medians above use the seeds that ran):\n\n" + missing
     guarded = [a for a in ran if ARMS[a].normguard]
     if guarded:
         body += (

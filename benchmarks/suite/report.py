@@ -64,14 +64,29 @@ def table(
                 metric = [r["final_test_metric"] for r in runs]
                 noise_label = f"η={noise:g}" if spec.kind == "classification" else f"σ²={noise:g}"
                 clean = spec.kind == "classification" and noise == 0
+                partial = f" ({len(runs)} of {seeds} seeds)" if len(runs) < seeds else ""
                 lines.append(
-                    f"| {task} ({_unit(task)}) | {noise_label} | {arm} | {fmt(med(metric), digits)} | "
+                    f"| {task} ({_unit(task)}) | {noise_label} | {arm} | {fmt(med(metric), digits)}{partial} | "
                     f"{', '.join(fmt(m, digits) for m in metric)} | "
                     f"{fmt(med([r['epochs_trained'] for r in runs]), 0)}; "
                     f"{', '.join(str(r['epochs_trained']) for r in runs)} | {', '.join(offsets)} | "
                     f"{f'{strict}/{len(runs)} / {alarms}/{len(runs)}' if clean else '–'} | "
                     f"{fmt(med([r['seconds'] for r in runs]), 1)} |"
                 )
+    return "\n".join(lines)
+
+
+def missing_runs(
+    results: dict[tuple[str, float, int, str], dict[str, Any]], tasks: list[str], arms: list[str], seeds: int
+) -> str:
+    """Markdown list of the (task, noise, arm) cells that lack some seeds' saved results ('' if none)."""
+    lines = []
+    for arm in arms:
+        for task in tasks:
+            for noise in TASKS[task].noises:
+                absent = [s for s in range(seeds) if (task, noise, s, arm) not in results]
+                if absent:
+                    lines.append(f"- `{arm}` on {task} at noise {noise:g}: seeds {', '.join(map(str, absent))} not run")
     return "\n".join(lines)
 
 
@@ -232,6 +247,7 @@ __all__ = [
     "condition_task_table",
     "decisions",
     "load_results",
+    "missing_runs",
     "stop_epoch",
     "table",
     "targets_table",
