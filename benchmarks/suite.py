@@ -6,7 +6,7 @@ Each run trains in a real Lightning ``Trainer`` (AdamW lr 1e-3, torch's default 
 table goes to stdout and to the ``suite`` section of ``benchmarks/RESULTS.md``.
 
 Run: ``python benchmarks/suite.py [--tasks cnn_digits,mlp_tabular,regression,bert_majority]
-[--seeds 3] [--arms none,early_stopping,stop,...] [--findings]``
+[--seeds 3] [--arms none,early_stopping,stop,...] [--findings] [--force] [--no-run]``
 
 ``--findings`` also rebuilds the generated tables of ``benchmarks/suite/FINDINGS.md`` from the
 saved ``none`` traces. Arms whose normguard options the installed version lacks are skipped
@@ -28,10 +28,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import header, write_section
 from suite import findings
 from suite.harness import ARMS, RESULTS_DIR, ArmUnavailable, run
-from suite.report import load_results, table
+from suite.report import (
+    condition_table,
+    condition_task_table,
+    load_results,
+    missing_runs,
+    table,
+    targets_table,
+)
 from suite.tasks import TASKS
 
-DEFAULT_ARMS = "none,early_stopping,stop,stop_val_loss,hold_floor,hold_floor_restore,escalation"
+DEFAULT_ARMS = "none,early_stopping,stop,hold_floor,hold_floor_restore,escalation"
 
 
 def quiet() -> None:
@@ -48,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="re-run even when a saved result exists")
     parser.add_argument("--findings", action="store_true", help="rebuild the tables of suite/FINDINGS.md")
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md untouched")
+    parser.add_argument(
+        "--no-run", action="store_true", help="train nothing: tabulate the saved results (missing runs stay missing)"
+    )
     args = parser.parse_args(argv)
     quiet()
     torch.set_num_threads(1)
@@ -61,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             for noise in TASKS[task].noises:
                 for seed in range(args.seeds):
-                    if arm in skipped:
+                    if arm in skipped or args.no_run:
                         continue
                     try:
                         r = run(task, noise, seed, arm, force=args.force)
@@ -75,16 +85,45 @@ def main(argv: list[str] | None = None) -> int:
                         flush=True,
                     )
     results = {k: v for k, v in load_results(RESULTS_DIR).items() if k[0] in tasks and k[2] < args.seeds}
-    body = table(results, tasks, [a for a in arms if a not in skipped], args.seeds)
+    ran = [a for a in arms if a not in skipped]
+    body = table(results, tasks, ran, args.seeds)
+    missing = missing_runs(results, tasks, ran, args.seeds)
+    if missing:
+        body += "\n\nNot run (no saved result; the medians above use the seeds that ran):\n\n" + missing
+    guarded = [a for a in ran if ARMS[a].normguard]
+    if guarded:
+        body += (
+            "\n\n### Issue 11's targets: each noisy cell against EarlyStopping\n\n"
+            "Gain = arm − EarlyStopping in accuracy points, or for the regression (EarlyStopping's MSE − arm's MSE) "
+            "as % of EarlyStopping's MSE: positive = better than EarlyStopping. Per-seed gains pair the same seed.\n\n"
+            + targets_table(results, tasks, args.seeds)
+            + "\n\n### Detector conditions: hit rates from the NormGuardCallback's verdicts\n\n"
+            "Cell = mean over runs of the fraction of the detector's validation decisions (one per epoch) at which "
+            "the condition held, before / after the run's own validation-metric optimum e* (decisions where a "
+            "condition could not be evaluated yet are left out; e* itself is in neither). Clean = 0 % label noise "
+            "(floor 0); noisy = label noise 15/35 % and the regression (σ² = 1, 0.1). `val_stalled` (no new best "
+            "at this validation) holds after e* by definition; its information is in the before-e* column.\n\n"
+            + condition_table(results, guarded)
+        )
+        for arm in ("stop", "hold_floor"):
+            if arm in guarded:
+                body += f"\n\nPer task × noise, arm `{arm}` (mean over seeds), before / after e*:\n\n"
+                body += condition_task_table(results, arm, tasks)
     notes = "".join(f"\n- skipped arm `{a}` (installed normguard lacks it): {why}" for a, why in skipped.items())
     legend = (
         "\nTest metric: clean test accuracy % (classification; label noise η in train and validation) or "
         "test MSE (regression, noise σ²). e* = the `none` run's validation-metric optimum (same seed); "
-        "action = EarlyStopping's stop or normguard's first event. `stop_val_loss` = normguard 0.1's "
-        "`action='stop'` with the known floor (best judged by val_loss). A false alarm is a stop on clean "
-        "labels after which the full run's validation metric still improved by ≥ 0.5 points. "
-        "s/run was measured on 2 shared cores under a load of about 7 (several runs at once): read it as "
-        "relative cost only. Traces: `benchmarks/results/suite/`; detector research: "
+        "action = EarlyStopping's stop or normguard's first event (the detector firing, a stop, or "
+        "`hold_floor` engaging when the training loss first goes under the floor). Arms: `none` (full budget, "
+        "last weights); `early_stopping` = EarlyStopping(monitor=val metric, patience=10) + the best "
+        "ModelCheckpoint; `stop` = NormGuardCallback(action='stop', known floor, monitor=val metric); "
+        "`hold_floor` = action='hold_floor' (restore_best_at_end=False: last weights); `hold_floor_restore` = "
+        "HoldNoiseFloor(restore_best_at_end=True); `escalation` = action=['weight_decay', 'stop']. "
+        "A false alarm is an intervention on clean labels after which the `none` run of the same seed "
+        "still reached a better validation metric: 'any' = strictly better at a later epoch, '≥ 0.5 pt' = "
+        "better by at least 0.5 points. "
+        "s/run was measured on 2 shared cores with other jobs running (load 4–7, two runs at once): read it "
+        "as relative cost only. Traces: `benchmarks/results/suite/`; detector research: "
         "`benchmarks/suite/FINDINGS.md`.\n"
     )
     print(body)

@@ -20,6 +20,11 @@ key                 meaning
 ``weight_decay``    the optimizer's weight decay per param group (arms that change it)
 ==================  ==========================================================================
 
+A normguard arm's result also holds ``verdicts``: every verdict of its ``NormGuardCallback``
+(``cb.verdicts``) as ``step``, ``reason``, ``streak``, ``conditions`` (each detector
+condition True/False/None) and ``growth_exponent``, and its events (a restore's best step,
+a decay change's old and new value).
+
 Cost of the recorder: three flat copies of the parameters (init, best by metric, best by loss)
 and one test-set forward pass per epoch; it is not part of any arm.
 """
@@ -47,6 +52,9 @@ from .tasks import TASKS, TaskData, TaskSpec, loss_fn, metric_value
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "suite"
 TRACE_VERSION = 1
+# events whose numbers are kept in a result (what a restore restored, what a decay became)
+EVENT_DATA_KINDS = ("restore", "weight_decay_changed")
+EVENT_DATA_KEYS = ("best_step", "best_value", "old", "new", "group", "engaged", "train_loss", "noise_floor", "by")
 
 
 class SuiteModule(L.LightningModule):
@@ -232,7 +240,7 @@ ARMS: dict[str, Arm] = {
     "stop_val_loss": Arm(
         "stop_val_loss",
         normguard_arm("stop", validation_metric=False),
-        "NormGuardCallback(action='stop'), known floor, best judged by val_loss (0.1 API)",
+        "NormGuardCallback(action='stop'), known floor, best judged by val_loss (no monitor; not in the default arms)",
         normguard=True,
     ),
     "hold_floor": Arm(
@@ -314,10 +322,24 @@ def run(
                 module.load_state_dict(torch.load(cb.best_model_path, weights_only=False)["state_dict"])
                 restored_from = cb.best_model_path
     events = []
+    verdicts = []
     for cb in arm_callbacks:
         for e in getattr(cb, "events", []) or []:
             kind = getattr(e.kind, "value", str(e.kind))
-            events.append({"kind": kind, "step": int(e.step), "epoch": _r(e.step / steps_per_epoch)})
+            record = {"kind": kind, "step": int(e.step), "epoch": _r(e.step / steps_per_epoch)}
+            if kind in EVENT_DATA_KINDS:
+                record["data"] = {k: v for k, v in e.to_dict()["data"].items() if k in EVENT_DATA_KEYS}
+            events.append(record)
+        for v in getattr(cb, "verdicts", []) or []:
+            verdicts.append(
+                {
+                    "step": int(v.step),
+                    "reason": v.reason.value,
+                    "streak": int(v.streak),
+                    "conditions": dict(v.conditions),
+                    "growth_exponent": None if v.growth_exponent is None else _r(v.growth_exponent),
+                }
+            )
     result = {
         "version": TRACE_VERSION,
         "task": task,
@@ -335,6 +357,7 @@ def run(
         "restored_checkpoint": restored_from is not None,
         "seconds": round(seconds, 2),
         "events": events,
+        "verdicts": verdicts,
         "trace": recorder.records,
     }
     if path is not None:

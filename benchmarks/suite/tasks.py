@@ -30,6 +30,7 @@ Seconds per run (one thread, Lightning's per-step overhead included) are in the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,7 +38,6 @@ import torch
 from torch import Tensor, nn
 
 import normguard as ng
-from normguard.science.datasets import power_law_regression
 
 
 @dataclass
@@ -154,8 +154,32 @@ def tabular_mlp(data: TaskData) -> nn.Module:
 
 
 # ---------------------------------------------------------------------- (c) the paper's regression
+def power_law_regression(
+    n: int, alpha: float, *, gamma: float = 2 / 3, sigma2: float = 1.0, n_val: int | None = None, seed: int = 0
+) -> dict[str, Tensor]:
+    """The paper's linear setting: x = Σ^½ z, Σ = diag(i^-α), d = n / γ, y = xᵀβ* + ε, ε ~ N(0, σ²),
+    β* ~ N(0, 10/d · I); 2000 test rows.
+
+    The generator the suite's saved traces were made with (normguard 0.1's
+    ``normguard.tasks.power_law_regression``, torch RNG). The package's
+    ``normguard.science.datasets.power_law_regression`` draws the same distribution with
+    numpy's RNG, i.e. other samples; the suite keeps its own copy so that every saved
+    trace stays reproducible.
+    """
+    g = torch.Generator().manual_seed(seed)
+    d = max(1, round(n / gamma))
+    scale = torch.arange(1, d + 1, dtype=torch.float64).pow(-alpha / 2)
+    beta = torch.randn(d, generator=g, dtype=torch.float64) * math.sqrt(10.0 / d)
+    out = {}
+    for split, size in (("train", n), ("val", n_val or max(n // 2, 50)), ("test", 2000)):
+        x = torch.randn(size, d, generator=g, dtype=torch.float64) * scale
+        y = x @ beta + math.sqrt(sigma2) * torch.randn(size, generator=g, dtype=torch.float64)
+        out[f"x_{split}"], out[f"y_{split}"] = x.float(), y.float()
+    return out
+
+
 def regression_data(sigma2: float, seed: int) -> TaskData:
-    """``normguard.science.datasets.power_law_regression`` (α = 1.5, n = 300, d = 450); floor σ²."""
+    """:func:`power_law_regression` (α = 1.5, n = 300, d = 450); floor σ²."""
     d = power_law_regression(300, 1.5, sigma2=sigma2, n_val=300, seed=seed)
     return TaskData(d["x_train"], d["y_train"], d["x_val"], d["y_val"], d["x_test"], d["y_test"], 0, float(sigma2))
 
