@@ -228,6 +228,10 @@ def _hold_restore() -> Any:
     return ng.HoldNoiseFloor(restore_best_at_end=True)  # type: ignore[attr-defined]
 
 
+def _hold_last_weights() -> Any:
+    return ng.HoldNoiseFloor(restore_best_at_end=False)  # type: ignore[attr-defined]
+
+
 ARMS: dict[str, Arm] = {
     "none": Arm("none", lambda ctx: [], "full budget, last weights"),
     "early_stopping": Arm(
@@ -244,7 +248,10 @@ ARMS: dict[str, Arm] = {
         normguard=True,
     ),
     "hold_floor": Arm(
-        "hold_floor", normguard_arm("hold_floor"), "NormGuardCallback(action='hold_floor')", normguard=True
+        "hold_floor",
+        normguard_arm(_hold_last_weights),
+        "NormGuardCallback(action=HoldNoiseFloor(restore_best_at_end=False)): the last weights",
+        normguard=True,
     ),
     "hold_floor_restore": Arm(
         "hold_floor_restore",

@@ -288,7 +288,9 @@ class HoldNoiseFloor(Action):
         initial: λ to start from in a group that had none.
         max_shrink: upper bound of lr · λ (fraction of each weight removed per step).
         param_groups: indices of the groups to act on (see above for the default).
-        restore_best_at_end: put the best-validation weights back when training ends.
+        restore_best_at_end: put the best-validation weights back when training ends (default
+            True, by measurement: on the suite's noisy cells its median was at least that of
+            no restore in 8 of 8, +0.1…+3.0 points; on clean labels it cost a median 0.2).
         cooldown: decisions to wait after a change before the next one.
 
     Example:
@@ -311,7 +313,7 @@ class HoldNoiseFloor(Action):
         initial: float = 1e-3,
         max_shrink: float = 0.1,
         param_groups: Sequence[int] | None = None,
-        restore_best_at_end: bool = False,
+        restore_best_at_end: bool = True,
         cooldown: int = 0,
     ) -> None:
         self.cooldown = check_int("cooldown", cooldown, 0)
