@@ -46,8 +46,9 @@ by measurement (``benchmarks/suite/FINDINGS.md``):
   weak evidence, so the norm must confirm);
 * no floor: ``val_stalled``, ``norm_growing`` and ``gap_widening``.
 
-Without validation, ``val_stalled`` is unavailable: with a floor, ``below_floor`` and
-``norm_growing`` decide; without one nothing fires. ``require=`` names another set. A required condition
+Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held
+at ``patience`` checks decides (the paper's definition of a near-interpolator: training
+error under the noise floor); without a known floor nothing fires. ``require=`` names another set. A required condition
 that cannot be evaluated yet makes the verdict ``insufficient``: it never fires on missing
 evidence. ``auto`` can therefore never fire while the validation score still improves.
 
@@ -414,7 +415,7 @@ class NearInterpolationDetector:
             return ("val_stalled", "norm_growing", "gap_widening")
         if self.noise_floor == "auto":
             return ("below_floor", "val_stalled", "norm_growing")
-        return ("below_floor", "val_stalled") if validated else ("below_floor", "norm_growing")
+        return ("below_floor", "val_stalled") if validated else ("below_floor",)
 
     def current_floor(self) -> float | None:
         if self.noise_floor == "auto":

@@ -96,7 +96,7 @@ def test_streak_resets_when_validation_improves_again() -> None:
 
 
 def test_required_conditions_follow_what_is_known() -> None:
-    assert NearInterpolationDetector(noise_floor=1.0).required_conditions() == ("below_floor", "norm_growing")
+    assert NearInterpolationDetector(noise_floor=1.0).required_conditions() == ("below_floor",)
     det = NearInterpolationDetector(noise_floor=1.0)
     det.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
     assert det.required_conditions() == ("below_floor", "val_stalled")
