@@ -49,7 +49,7 @@ def test_custom_loop_writes_tags_and_values(tmp_path: Path) -> None:
     scalar_tags = set(acc.Tags()["scalars"])
     for tag in (tags.TOTAL_NORM, tags.TRAIN_LOSS, tags.VAL_LOSS, tags.GAP, tags.layer_tag("0"), tags.layer_tag("2")):
         assert tag in scalar_tags, tag
-    assert tags.condition_tag("norm_growing") in scalar_tags
+    assert tags.condition_tag("val_stalled") in scalar_tags
     total = acc.Scalars(tags.TOTAL_NORM)
     # every check step once, though each validation makes an extra check at steps 10, 20, 30
     assert [e.step for e in total] == [5, 10, 15, 20, 25, 30]
