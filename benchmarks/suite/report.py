@@ -200,7 +200,7 @@ def targets_table(results: dict[tuple[str, float, int, str], dict[str, Any]], ta
     arms = ("stop", "hold_floor", "hold_floor_restore", "escalation")
     lines = [
         "| task | noise | ES median (epochs) | arm | median (epochs) | gain of medians | per-seed gains | "
-        "epochs − ES epochs (per seed) |",
+        "epochs − ES epochs: median of pairs (per seed) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks:
@@ -226,7 +226,8 @@ def targets_table(results: dict[tuple[str, float, int, str], dict[str, Any]], ta
                     f"| {task} | {noise:g} | {fmt(es_med, digits)} ({fmt(es_ep, 0)}) | {arm} | "
                     f"{fmt(med(metric), digits)} ({fmt(med([r['epochs_trained'] for r in runs]), 0)}) | "  # type: ignore[index]
                     f"{_gain(spec.kind, med(metric), es_med):+.2f}{unit} | "  # type: ignore[arg-type]
-                    f"{', '.join(f'{g:+.2f}' for g in gains)} | {', '.join(f'{d:+d}' for d in epochs)} |"
+                    f"{', '.join(f'{g:+.2f}' for g in gains)} | "
+                    f"{med(epochs):+g} ({', '.join(f'{d:+d}' for d in epochs)}) |"
                 )
     return "\n".join(lines)
 

@@ -42,8 +42,11 @@ by measurement (``benchmarks/suite/FINDINGS.md``):
 * a known floor: ``below_floor`` and ``val_stalled`` — the training loss under the floor
   says the model fits noise, so the validation score gets less patience than an
   EarlyStopping without that evidence would need;
-* ``"auto"``: ``below_floor``, ``val_stalled`` and ``norm_growing`` (the estimated floor is
-  weak evidence, so the norm must confirm);
+* ``"auto"``: ``below_floor``, ``val_stalled``, ``norm_growing`` and ``gap_widening`` (the
+  estimated floor is weak evidence, so the norm and the gap must confirm: replayed on the
+  suite's 9 clean runs, ``"auto"`` without ``gap_widening`` fired on all 3 BERT seeds while
+  they sat on a plateau they later left; with it, on none —
+  ``benchmarks/suite/replay_detector.py``);
 * no floor: ``val_stalled``, ``norm_growing`` and ``gap_widening``.
 
 Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held
@@ -414,7 +417,7 @@ class NearInterpolationDetector:
         if self.noise_floor is None:  # without validation this stays insufficient: the norm never fires alone
             return ("val_stalled", "norm_growing", "gap_widening")
         if self.noise_floor == "auto":
-            return ("below_floor", "val_stalled", "norm_growing")
+            return ("below_floor", "val_stalled", "norm_growing", "gap_widening")
         return ("below_floor", "val_stalled") if validated else ("below_floor",)
 
     def current_floor(self) -> float | None:

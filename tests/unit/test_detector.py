@@ -104,6 +104,7 @@ def test_required_conditions_follow_what_is_known() -> None:
         "below_floor",
         "val_stalled",
         "norm_growing",
+        "gap_widening",
     )
     custom = NearInterpolationDetector(require=["gap_widening", "val_stalled"])
     assert custom.required_conditions() == ("gap_widening", "val_stalled")
