@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         f: {"epochs": [], "gain": [], "clean": [], "noisy_fired": []} for f in FLOORS
     }
     mismatches = []
+    later: list[str] = []  # known floor: the runs it stopped after EarlyStopping
     for run in runs:
         es_stop = analysis.early_stopping_epoch(run, 10)
         es_test = analysis.restore_at(run, es_stop)[1]
@@ -80,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
             test = analysis.restore_at(run, stop)[1] if fired is not None else run["final_test_metric"]
             s["epochs"].append(stop - es_stop)
             s["gain"].append(_gain(run, test, es_test))
+            if floor == "known" and stop > es_stop:
+                later.append(
+                    f"{run['task']} {run['noise']:g} seed {run['seed']}: {stop - es_stop:+d} epochs, "
+                    f"{s['gain'][-1]:+.1f}"
+                )
             if floor == "known":
                 real = RESULTS / run["task"] / f"{run['task']}_n{run['noise']:g}_s{run['seed']}_stop.json"
                 if real.exists() and json.loads(real.read_text())["epochs_trained"] != stop:
@@ -105,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     check = "Known-floor replay vs the real `stop` arm's saved runs: " + (
         "same stop epoch in every run." if not mismatches else f"different stop epoch in {', '.join(mismatches)}."
     )
-    body = header("Detector replayed on the unguarded traces") + "\n" + "\n".join(lines) + "\n\n" + check + "\n"
+    late = "Known floor, the runs it stopped after EarlyStopping (epochs later, gain): " + "; ".join(later) + "."
+    body = header("Detector replayed on the unguarded traces") + "\n" + "\n".join(lines)
+    body += "\n\n" + check + "\n\n" + late + "\n"
     print(body)
     if not args.no_write:
         write_section("detector_replay", body)
