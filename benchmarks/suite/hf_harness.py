@@ -274,6 +274,7 @@ def run(
             return saved
     arm_spec = HF_ARMS[arm]
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # checkpoint writing of the early_stopping arm
     data = spec.build_data(noise, seed)
     torch.manual_seed(seed)
     model = spec.build_model(data)

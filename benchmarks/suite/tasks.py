@@ -21,8 +21,13 @@ task                  data (train / val / test)  model (parameters)             
                       12 tokens; label = the     from a config: 2 layers,
                       most frequent of tokens    hidden 32, 2 heads (≈ 19 k)
                       0–3; 600 / 300 / 1000
+``bert_majority_hf``  as ``bert_majority``       the same BERT (same initial      128    100
+                                                 weights), in a
+                                                 ``transformers.Trainer``
 ====================  =========================  ==============================  =====  ======
 
+``bert_majority_hf`` is run by ``hf_harness.py`` (a ``transformers.Trainer``, Hugging Face's
+arms), every other task by ``harness.py`` (a Lightning ``Trainer``).
 Noise levels: η ∈ {0, 0.15, 0.35} for classification, σ² ∈ {1.0, 0.1} for the regression.
 Seconds per run (one thread, Lightning's per-step overhead included) are in the report's
 ``s/run`` column; they were measured on a shared, loaded machine.
