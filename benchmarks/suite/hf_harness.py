@@ -36,20 +36,18 @@ Arms (same names as the Lightning arms they mirror, so the report pairs them):
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-import normguard as ng
-
-from .harness import EVENT_DATA_KEYS, EVENT_DATA_KINDS, RESULTS_DIR, TRACE_VERSION, _flat, _r, trace_path
+from .harness import RESULTS_DIR, TraceRecorder, finish_result, saved_result, trace_path
 from .tasks import TASKS, TaskData, TaskSpec, metric_value
 
 
@@ -81,29 +79,29 @@ def test_metric(spec: TaskSpec, data: TaskData, model: nn.Module) -> float:
 
 
 def _trace_callback(spec: TaskSpec, data: TaskData) -> Any:
+    """A ``TrainerCallback`` that feeds the Lightning harness's :class:`~suite.harness.TraceRecorder`
+    (one record per evaluation during ``train()``), so both harnesses write the same trace.
+
+    Put it first among the callbacks: it reads the weight decay before an arm changes it.
+    """
     from transformers import TrainerCallback
 
     class HFTraceRecorder(TrainerCallback):
-        """One trace record per evaluation during ``train()`` (keys: :mod:`suite.harness`).
-
-        Put it first among the callbacks: it reads the weight decay before an arm changes it.
-        """
-
         def __init__(self) -> None:
-            self.records: list[dict[str, Any]] = []
-            self._init: Tensor | None = None
-            self._best: dict[str, tuple[float, Tensor]] = {}
+            self.recorder = TraceRecorder()
+            self.records = self.recorder.records
             self._train_loss = float("nan")
             self._training = False
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module, **kwargs: Any) -> None:
-            self._init, self._training = _flat(model), True
+            self._training = True
+            self.recorder.on_fit_start(None, SimpleNamespace(model=model))  # type: ignore[arg-type]
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self._training = False
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
-            if logs and "loss" in logs:
+            if logs and "loss" in logs:  # logging_strategy="epoch": the mean over the epoch's steps
                 self._train_loss = float(logs["loss"])
 
         def on_evaluate(
@@ -111,31 +109,23 @@ def _trace_callback(spec: TaskSpec, data: TaskData) -> Any:
         ) -> None:
             if not self._training:
                 return
-            val_loss, val_metric = float(metrics["eval_loss"]), float(metrics[f"eval_{spec.metric}"])
-            flat = _flat(model)
-            sign = -1.0 if spec.mode == "max" else 1.0
-            for key, value in (("metric", sign * val_metric), ("loss", val_loss)):
-                if key not in self._best or value < self._best[key][0]:
-                    self._best[key] = (value, flat.clone())
-            assert self._init is not None
-            decayed = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
             optimizer = kwargs.get("optimizer")
-            self.records.append(
-                {
-                    "epoch": round(state.epoch),
-                    "train_loss": _r(self._train_loss),
-                    "val_loss": _r(val_loss),
-                    "val_metric": _r(val_metric),
-                    "test_metric": _r(test_metric(spec, data, model)),
-                    "norm": _r(float(flat.norm())),
-                    "norm_decayed": _r(float(torch.cat([p.detach().reshape(-1).double() for p in decayed]).norm())),
-                    "layers": {k: _r(float(v)) for k, v in ng.layer_norms(model).items()},
-                    "dist_best": _r(float((flat - self._best["metric"][1]).norm())),
-                    "dist_best_loss": _r(float((flat - self._best["loss"][1]).norm())),
-                    "dist_init": _r(float((flat - self._init).norm())),
-                    "weight_decay": [_r(float(g["weight_decay"])) for g in optimizer.param_groups] if optimizer else [],
-                }
+            trainer = SimpleNamespace(  # what TraceRecorder reads of a Lightning Trainer
+                sanity_checking=False,
+                current_epoch=round(state.epoch) - 1,
+                callback_metrics={
+                    "val_loss": metrics["eval_loss"],
+                    f"val_{spec.metric}": metrics[f"eval_{spec.metric}"],
+                },
+                optimizers=[optimizer] if optimizer is not None else [],
             )
+            module = SimpleNamespace(  # ... and of its SuiteModule
+                spec=spec,
+                model=model,
+                take_epoch_loss=lambda: self._train_loss,
+                test_metric=lambda: test_metric(spec, data, model),
+            )
+            self.recorder.on_validation_end(trainer, module)  # type: ignore[arg-type]
 
     return HFTraceRecorder()
 
@@ -222,30 +212,6 @@ def _training_args(spec: TaskSpec, data: TaskData, seed: int, budget: int, out: 
     )
 
 
-def _events(callbacks: list[Any], steps_per_epoch: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A normguard callback's events and verdicts as the Lightning harness records them."""
-    events: list[dict[str, Any]] = []
-    verdicts: list[dict[str, Any]] = []
-    for cb in callbacks:
-        for e in getattr(cb, "events", []) or []:
-            kind = getattr(e.kind, "value", str(e.kind))
-            record = {"kind": kind, "step": int(e.step), "epoch": _r(e.step / steps_per_epoch)}
-            if kind in EVENT_DATA_KINDS:
-                record["data"] = {k: v for k, v in e.to_dict()["data"].items() if k in EVENT_DATA_KEYS}
-            events.append(record)
-        verdicts += [
-            {
-                "step": int(v.step),
-                "reason": v.reason.value,
-                "streak": int(v.streak),
-                "conditions": dict(v.conditions),
-                "growth_exponent": None if v.growth_exponent is None else _r(v.growth_exponent),
-            }
-            for v in getattr(cb, "verdicts", []) or []
-        ]
-    return events, verdicts
-
-
 # ---------------------------------------------------------------------- one run
 def run(
     task: str,
@@ -268,10 +234,9 @@ def run(
     spec = TASKS[task]
     budget = epochs or spec.epochs
     path = trace_path(task, noise, seed, arm, root) if root is not None else None
-    if path is not None and path.exists() and not force:
-        saved = json.loads(path.read_text())
-        if saved.get("version") == TRACE_VERSION and saved.get("budget") == budget:
-            return saved
+    saved = saved_result(path, budget) if not force else None
+    if saved is not None:
+        return saved
     arm_spec = HF_ARMS[arm]
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # checkpoint writing of the early_stopping arm
@@ -297,32 +262,22 @@ def run(
         trainer.train()
         seconds = time.perf_counter() - started
         restored = bool(trainer.args.load_best_model_at_end and trainer.state.best_model_checkpoint)
-    events, verdicts = _events(arm_callbacks, steps_per_epoch)
-    result = {
-        "version": TRACE_VERSION,
-        "task": task,
-        "kind": spec.kind,
-        "metric": spec.metric,
-        "mode": spec.mode,
-        "noise": noise,
-        "seed": seed,
-        "arm": arm,
-        "budget": budget,
-        "floor": data.floor,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs_trained": len(recorder.records),
-        "final_test_metric": _r(test_metric(spec, data, trainer.model)),
-        "restored_checkpoint": restored,
-        "seconds": round(seconds, 2),
-        "framework": f"transformers {transformers.__version__}",
-        "events": events,
-        "verdicts": verdicts,
-        "trace": recorder.records,
-    }
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, separators=(",", ":")))
-    return result
+    return finish_result(
+        path,
+        task=task,
+        noise=noise,
+        seed=seed,
+        arm=arm,
+        budget=budget,
+        data=data,
+        steps_per_epoch=steps_per_epoch,
+        records=recorder.records,
+        final_test_metric=test_metric(spec, data, trainer.model),
+        restored=restored,
+        seconds=seconds,
+        callbacks=arm_callbacks,
+        framework=f"transformers {transformers.__version__}",
+    )
 
 
 __all__ = ["HF_ARMS", "HFArm", "TokenDataset", "run", "test_metric"]
