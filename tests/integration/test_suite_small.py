@@ -69,15 +69,16 @@ def test_hf_task_starts_from_the_lightning_task_weights_and_restores_the_best_ep
     pytest.importorskip("transformers")
     from suite.tasks import majority_bert
 
-    data = TASKS["bert_majority"].build_data(0.35, 1)
-    torch.manual_seed(1)
+    data = TASKS["bert_majority"].build_data(0.35, 2)
+    torch.manual_seed(2)
     lightning_model = majority_bert(data).bert
-    torch.manual_seed(1)
+    torch.manual_seed(2)
     hf_model = TASKS["bert_majority_hf"].build_model(data)
     assert all(torch.equal(v, hf_model.state_dict()[k]) for k, v in lightning_model.state_dict().items())
 
     for arm in ("early_stopping", "hold_floor_restore"):
-        r = hf_harness.run("bert_majority_hf", 0.35, 1, arm, epochs=12, root=tmp_path)
+        # seed 2 at 35 % noise: validation accuracy best at epoch 10 of 11 (saved trace of the suite)
+        r = hf_harness.run("bert_majority_hf", 0.35, 2, arm, epochs=11, root=tmp_path)
         best = analysis.best_epoch(r)
         assert best < r["epochs_trained"], "the validation metric peaked at the last epoch: nothing to restore"
         assert r["final_test_metric"] == r["trace"][best - 1]["test_metric"] != r["trace"][-1]["test_metric"]
