@@ -1,11 +1,13 @@
 """The normguard benchmark suite (issue 11): tasks × label noise × seeds × arms, with per-epoch traces.
 
 Each run trains in a real Lightning ``Trainer`` (AdamW lr 1e-3, torch's default weight decay
-0.01, logger=False, 1 CPU thread) and saves its result and per-epoch trace as JSON under
-``benchmarks/results/suite/<task>/`` (reused on the next call unless ``--force``). The
-table goes to stdout and to the ``suite`` section of ``benchmarks/RESULTS.md``.
+0.01, logger=False, 1 CPU thread; the task ``bert_majority_hf`` in a ``transformers.Trainer``,
+``benchmarks/suite/hf_harness.py``, with the arms that file lists) and saves its result and
+per-epoch trace as JSON under ``benchmarks/results/suite/<task>/`` (reused on the next call
+unless ``--force``). The table goes to stdout and to the ``suite`` section of
+``benchmarks/RESULTS.md``.
 
-Run: ``python benchmarks/suite.py [--tasks cnn_digits,mlp_tabular,regression,bert_majority]
+Run: ``python benchmarks/suite.py [--tasks cnn_digits,mlp_tabular,regression,bert_majority,bert_majority_hf]
 [--seeds 3] [--arms none,early_stopping,stop,...] [--findings] [--force] [--no-run]``
 
 ``--findings`` also rebuilds the generated tables of ``benchmarks/suite/FINDINGS.md`` from the
@@ -26,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import header, write_section
-from suite import findings
+from suite import findings, hf_harness
 from suite.harness import ARMS, RESULTS_DIR, ArmUnavailable, run
 from suite.report import (
     condition_table,
@@ -71,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks:
             for noise in TASKS[task].noises:
                 for seed in range(args.seeds):
-                    if arm in skipped or args.no_run:
+                    hf = TASKS[task].framework == "transformers"
+                    if arm in skipped or args.no_run or (hf and arm not in hf_harness.HF_ARMS):
                         continue
                     try:
-                        r = run(task, noise, seed, arm, force=args.force)
+                        r = (hf_harness.run if hf else run)(task, noise, seed, arm, force=args.force)
                     except ArmUnavailable as exc:
                         skipped[arm] = str(exc)
                         print(f"[skip arm {arm}: {exc}]", flush=True)
@@ -87,7 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {k: v for k, v in load_results(RESULTS_DIR).items() if k[0] in tasks and k[2] < args.seeds}
     ran = [a for a in arms if a not in skipped]
     body = table(results, tasks, ran, args.seeds)
-    missing = missing_runs(results, tasks, ran, args.seeds)
+    hf_tasks = [t for t in tasks if TASKS[t].framework == "transformers"]
+    missing = "\n".join(
+        m
+        for m in (
+            missing_runs(results, [t for t in tasks if t not in hf_tasks], ran, args.seeds),
+            missing_runs(results, hf_tasks, [a for a in ran if a in hf_harness.HF_ARMS], args.seeds),
+        )
+        if m
+    )
     if missing:
         body += "\n\nNot run (no saved result; the medians above use the seeds that ran):\n\n" + missing
     guarded = [a for a in ran if ARMS[a].normguard]
@@ -103,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             "condition could not be evaluated yet are left out; e* itself is in neither). Clean = 0 % label noise "
             "(floor 0); noisy = label noise 15/35 % and the regression (σ² = 1, 0.1). `val_stalled` (no new best "
             "at this validation) holds after e* by definition; its information is in the before-e* column.\n\n"
-            + condition_table(results, guarded)
+            + condition_table({k: v for k, v in results.items() if k[0] not in hf_tasks}, guarded)
         )
         for arm in ("stop", "hold_floor"):
             if arm in guarded:
@@ -117,14 +128,23 @@ def main(argv: list[str] | None = None) -> int:
         "`hold_floor` engaging when the training loss first goes under the floor). Arms: `none` (full budget, "
         "last weights); `early_stopping` = EarlyStopping(monitor=val metric, patience=10) + the best "
         "ModelCheckpoint; `stop` = NormGuardCallback(action='stop', known floor, monitor=val metric); "
-        "`hold_floor` = action='hold_floor' (restore_best_at_end=False: last weights); `hold_floor_restore` = "
-        "HoldNoiseFloor(restore_best_at_end=True); `escalation` = action=['weight_decay', 'stop']. "
+        "`hold_floor` = HoldNoiseFloor(restore_best_at_end=False): the last weights (the default of "
+        "action='hold_floor' when these runs were made; the default is now True, chosen from this table); "
+        "`hold_floor_restore` = HoldNoiseFloor(restore_best_at_end=True); "
+        "`escalation` = action=['weight_decay', 'stop']. "
         "A false alarm is an intervention on clean labels after which the `none` run of the same seed "
         "still reached a better validation metric: 'any' = strictly better at a later epoch, '≥ 0.5 pt' = "
         "better by at least 0.5 points. "
         "s/run was measured on 2 shared cores with other jobs running (load 4–7, two runs at once): read it "
         "as relative cost only. Traces: `benchmarks/results/suite/`; detector research: "
-        "`benchmarks/suite/FINDINGS.md`.\n"
+        "`benchmarks/suite/FINDINGS.md`. "
+        "`bert_majority_hf` = `bert_majority` (same data, model config, initial weights, budget, batch, lr, "
+        "evaluation each epoch, known floor) trained by a `transformers.Trainer` (`benchmarks/suite/hf_harness.py`): "
+        "AdamW with Hugging Face's default decay handling (biases and LayerNorm at weight decay 0), constant lr, no "
+        "clipping, the Trainer's shuffling; arms `none`; `early_stopping` = HF's EarlyStoppingCallback("
+        "early_stopping_patience=10) + load_best_model_at_end=True (metric: validation accuracy); `stop` and "
+        "`hold_floor_restore` = NormGuardTrainerCallback(action='stop' / 'hold_floor' with its default restore, "
+        "known floor, monitor='eval_acc'). The pooled condition hit rates below are from the Lightning tasks only.\n"
     )
     print(body)
     if skipped:

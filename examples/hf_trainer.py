@@ -33,8 +33,9 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
+from normguard.demos import tiny_bert
 from normguard.detector import label_noise_floor
 from normguard.transformers import NormGuardTrainerCallback
 
@@ -55,20 +56,6 @@ class Sequences(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.x[i], "labels": self.y[i]}
-
-
-def tiny_bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
 
 
 def accuracy(pred: Any) -> dict[str, float]:
@@ -94,7 +81,7 @@ def run(name: str, out_dir: str, epochs: int, log_dir: str | None, guard: NormGu
     if log_dir:  # read by the TensorBoardCallback the Trainer builds (transformers 5)
         os.environ["TENSORBOARD_LOGGING_DIR"] = f"{log_dir}/{name}"
     trainer = Trainer(
-        model=tiny_bert(),
+        model=tiny_bert(num_labels=2, seed=0),  # 2 layers, hidden 32, from a config
         args=args,
         train_dataset=Sequences(256, seed=0, noise=NOISE),
         eval_dataset=Sequences(256, seed=1, noise=NOISE),

@@ -269,6 +269,85 @@ ARMS: dict[str, Arm] = {
 
 
 # ---------------------------------------------------------------------- one run
+def arm_records(callbacks: list[Any], steps_per_epoch: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The events and verdicts of an arm's normguard callbacks, as a result records them."""
+    events = []
+    verdicts = []
+    for cb in callbacks:
+        for e in getattr(cb, "events", []) or []:
+            kind = getattr(e.kind, "value", str(e.kind))
+            record = {"kind": kind, "step": int(e.step), "epoch": _r(e.step / steps_per_epoch)}
+            if kind in EVENT_DATA_KINDS:
+                record["data"] = {k: v for k, v in e.to_dict()["data"].items() if k in EVENT_DATA_KEYS}
+            events.append(record)
+        for v in getattr(cb, "verdicts", []) or []:
+            verdicts.append(
+                {
+                    "step": int(v.step),
+                    "reason": v.reason.value,
+                    "streak": int(v.streak),
+                    "conditions": dict(v.conditions),
+                    "growth_exponent": None if v.growth_exponent is None else _r(v.growth_exponent),
+                }
+            )
+    return events, verdicts
+
+
+def saved_result(path: Path | None, budget: int) -> dict[str, Any] | None:
+    """The result saved at ``path`` if it has this epochs budget and the current trace version."""
+    if path is None or not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    return saved if saved.get("version") == TRACE_VERSION and saved.get("budget") == budget else None
+
+
+def finish_result(
+    path: Path | None,
+    *,
+    task: str,
+    noise: float,
+    seed: int,
+    arm: str,
+    budget: int,
+    data: TaskData,
+    steps_per_epoch: int,
+    records: list[dict[str, Any]],
+    final_test_metric: float,
+    restored: bool,
+    seconds: float,
+    callbacks: list[Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """One run's result in the suite's schema (``extra`` keys go before the events), saved to ``path`` if given."""
+    spec = TASKS[task]
+    events, verdicts = arm_records(callbacks, steps_per_epoch)
+    result = {
+        "version": TRACE_VERSION,
+        "task": task,
+        "kind": spec.kind,
+        "metric": spec.metric,
+        "mode": spec.mode,
+        "noise": noise,
+        "seed": seed,
+        "arm": arm,
+        "budget": budget,
+        "floor": data.floor,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs_trained": len(records),
+        "final_test_metric": _r(final_test_metric),
+        "restored_checkpoint": restored,
+        "seconds": round(seconds, 2),
+        **extra,
+        "events": events,
+        "verdicts": verdicts,
+        "trace": records,
+    }
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, separators=(",", ":")))
+    return result
+
+
 def trace_path(task: str, noise: float, seed: int, arm: str, root: Path = RESULTS_DIR) -> Path:
     return root / task / f"{task}_n{noise:g}_s{seed}_{arm}.json"
 
@@ -291,10 +370,9 @@ def run(
     spec = TASKS[task]
     budget = epochs or spec.epochs
     path = trace_path(task, noise, seed, arm, root) if root is not None else None
-    if path is not None and path.exists() and not force:
-        saved = json.loads(path.read_text())
-        if saved.get("version") == TRACE_VERSION and saved.get("budget") == budget:
-            return saved
+    saved = saved_result(path, budget) if not force else None
+    if saved is not None:
+        return saved
     arm_spec = ARMS[arm]
     torch.manual_seed(seed)
     L.seed_everything(seed, verbose=False)
@@ -328,46 +406,18 @@ def run(
             if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
                 module.load_state_dict(torch.load(cb.best_model_path, weights_only=False)["state_dict"])
                 restored_from = cb.best_model_path
-    events = []
-    verdicts = []
-    for cb in arm_callbacks:
-        for e in getattr(cb, "events", []) or []:
-            kind = getattr(e.kind, "value", str(e.kind))
-            record = {"kind": kind, "step": int(e.step), "epoch": _r(e.step / steps_per_epoch)}
-            if kind in EVENT_DATA_KINDS:
-                record["data"] = {k: v for k, v in e.to_dict()["data"].items() if k in EVENT_DATA_KEYS}
-            events.append(record)
-        for v in getattr(cb, "verdicts", []) or []:
-            verdicts.append(
-                {
-                    "step": int(v.step),
-                    "reason": v.reason.value,
-                    "streak": int(v.streak),
-                    "conditions": dict(v.conditions),
-                    "growth_exponent": None if v.growth_exponent is None else _r(v.growth_exponent),
-                }
-            )
-    result = {
-        "version": TRACE_VERSION,
-        "task": task,
-        "kind": spec.kind,
-        "metric": spec.metric,
-        "mode": spec.mode,
-        "noise": noise,
-        "seed": seed,
-        "arm": arm,
-        "budget": budget,
-        "floor": data.floor,
-        "steps_per_epoch": steps_per_epoch,
-        "epochs_trained": len(recorder.records),
-        "final_test_metric": _r(module.test_metric()),
-        "restored_checkpoint": restored_from is not None,
-        "seconds": round(seconds, 2),
-        "events": events,
-        "verdicts": verdicts,
-        "trace": recorder.records,
-    }
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, separators=(",", ":")))
-    return result
+    return finish_result(
+        path,
+        task=task,
+        noise=noise,
+        seed=seed,
+        arm=arm,
+        budget=budget,
+        data=data,
+        steps_per_epoch=steps_per_epoch,
+        records=recorder.records,
+        final_test_metric=module.test_metric(),
+        restored=restored_from is not None,
+        seconds=seconds,
+        callbacks=arm_callbacks,
+    )

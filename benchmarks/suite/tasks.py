@@ -21,8 +21,13 @@ task                  data (train / val / test)  model (parameters)             
                       12 tokens; label = the     from a config: 2 layers,
                       most frequent of tokens    hidden 32, 2 heads (≈ 19 k)
                       0–3; 600 / 300 / 1000
+``bert_majority_hf``  as ``bert_majority``       the same BERT (same initial      128    100
+                                                 weights), in a
+                                                 ``transformers.Trainer``
 ====================  =========================  ==============================  =====  ======
 
+``bert_majority_hf`` is run by ``hf_harness.py`` (a ``transformers.Trainer``, Hugging Face's
+arms), every other task by ``harness.py`` (a Lightning ``Trainer``).
 Noise levels: η ∈ {0, 0.15, 0.35} for classification, σ² ∈ {1.0, 0.1} for the regression.
 Seconds per run (one thread, Lightning's per-step overhead included) are in the report's
 ``s/run`` column; they were measured on a shared, loaded machine.
@@ -38,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 import normguard as ng
+from normguard.demos import tiny_bert
 
 
 @dataclass
@@ -66,6 +72,7 @@ class TaskSpec:
     build_data: Callable[[float, int], TaskData]
     build_model: Callable[[TaskData], nn.Module]
     small: dict[str, int] = field(default_factory=dict)  # overrides for the tiny test version
+    framework: str = "lightning"  # "transformers": run by suite/hf_harness.py in a transformers.Trainer
 
     @property
     def metric(self) -> str:
@@ -203,33 +210,25 @@ def majority_data(eta: float, seed: int) -> TaskData:
     return _split(x, y, (600, 300, 1000), eta, MAJ_CLASSES, seed)
 
 
+def majority_hf_bert(data: TaskData) -> nn.Module:
+    """The task's ``BertForSequenceClassification`` itself (``normguard.demos.tiny_bert``, no dropout):
+    what a ``transformers.Trainer`` trains (``benchmarks/suite/hf_harness.py``)."""
+    return tiny_bert(data.classes, vocab_size=VOCAB, seq_len=SEQ_LEN, dropout=0.0, type_vocab_size=1)
+
+
 class BertClassifier(nn.Module):
-    """``BertForSequenceClassification`` from a config (no hub), returning logits."""
+    """The task's tiny BERT (:func:`majority_hf_bert`) for Lightning: ``forward(tokens)`` returns logits."""
 
-    def __init__(self, classes: int) -> None:
+    def __init__(self, data: TaskData) -> None:
         super().__init__()
-        from transformers import BertConfig, BertForSequenceClassification
-
-        config = BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=SEQ_LEN,
-            type_vocab_size=1,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-            num_labels=classes,
-        )
-        self.bert = BertForSequenceClassification(config)
+        self.bert = majority_hf_bert(data)
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.bert(input_ids=tokens).logits
 
 
 def majority_bert(data: TaskData) -> nn.Module:
-    return BertClassifier(data.classes)
+    return BertClassifier(data)
 
 
 # ---------------------------------------------------------------------- registry
@@ -260,6 +259,17 @@ TASKS: dict[str, TaskSpec] = {
     ),
     "bert_majority": TaskSpec(
         "bert_majority", "classification", (0.0, 0.15, 0.35), 100, 128, majority_data, majority_bert, {"epochs": 30}
+    ),
+    "bert_majority_hf": TaskSpec(
+        "bert_majority_hf",
+        "classification",
+        (0.0, 0.15, 0.35),
+        100,
+        128,
+        majority_data,
+        majority_hf_bert,
+        {"epochs": 30},
+        framework="transformers",
     ),
 }
 

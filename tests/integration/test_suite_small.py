@@ -25,7 +25,7 @@ pytest.importorskip("sklearn")
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
-from suite import analysis  # noqa: E402
+from suite import analysis, hf_harness  # noqa: E402
 from suite.harness import ARMS, ArmUnavailable, run  # noqa: E402
 from suite.tasks import TASKS  # noqa: E402
 
@@ -40,11 +40,13 @@ def quiet() -> None:
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_each_task_runs_and_traces(task: str, tmp_path: Path) -> None:
-    if task == "bert_majority":
-        pytest.importorskip("transformers")
     spec = TASKS[task]
+    hf = spec.framework == "transformers"
+    if task.startswith("bert_majority"):
+        pytest.importorskip("transformers")
     noise = spec.noises[-1]
-    r = run(task, noise, 0, "none", epochs=3, root=tmp_path)
+    runner = hf_harness.run if hf else run
+    r = runner(task, noise, 0, "none", epochs=3, root=tmp_path)
     assert r["epochs_trained"] == 3 and len(r["trace"]) == 3
     assert [t["epoch"] for t in r["trace"]] == [1, 2, 3]
     assert r["final_test_metric"] == r["trace"][-1]["test_metric"]
@@ -52,12 +54,37 @@ def test_each_task_runs_and_traces(task: str, tmp_path: Path) -> None:
         assert all(math.isfinite(t[k]) for k in ("train_loss", "val_loss", "val_metric", "test_metric", "norm"))
         assert 0 < t["norm_decayed"] <= t["norm"] * (1 + 1e-5)
         assert t["dist_init"] > 0 and t["dist_best"] >= 0 and t["layers"]
-        assert t["weight_decay"] == [0.01]
+        # the Trainer's AdamW leaves biases and LayerNorm weights undecayed (its own param group)
+        assert t["weight_decay"] == ([0.01, 0.0] if hf else [0.01])
     best = analysis.best_epoch(r)
     assert r["trace"][best - 1]["dist_best"] == 0.0
     assert (tmp_path / task).glob("*.json")
-    again = run(task, noise, 0, "none", epochs=3, root=tmp_path)  # reused from disk
+    again = runner(task, noise, 0, "none", epochs=3, root=tmp_path)  # reused from disk
     assert again["trace"] == r["trace"]
+
+
+def test_hf_task_starts_from_the_lightning_task_weights_and_restores_the_best_epoch(tmp_path: Path) -> None:
+    """``bert_majority_hf`` trains the Lightning task's model (same initial weights); Hugging Face's
+    ``load_best_model_at_end`` and normguard's restore both end on the first best validation epoch."""
+    pytest.importorskip("transformers")
+    from suite.tasks import majority_bert
+
+    data = TASKS["bert_majority"].build_data(0.35, 2)
+    torch.manual_seed(2)
+    lightning_model = majority_bert(data).bert
+    torch.manual_seed(2)
+    hf_model = TASKS["bert_majority_hf"].build_model(data)
+    assert all(torch.equal(v, hf_model.state_dict()[k]) for k, v in lightning_model.state_dict().items())
+
+    for arm in ("early_stopping", "hold_floor_restore"):
+        # seed 2 at 35 % noise: validation accuracy best at epoch 10 of 11 (saved trace of the suite)
+        r = hf_harness.run("bert_majority_hf", 0.35, 2, arm, epochs=11, root=tmp_path)
+        best = analysis.best_epoch(r)
+        assert best < r["epochs_trained"], "the validation metric peaked at the last epoch: nothing to restore"
+        assert r["final_test_metric"] == r["trace"][best - 1]["test_metric"] != r["trace"][-1]["test_metric"]
+        assert r["restored_checkpoint"] == (arm == "early_stopping")
+        if arm == "hold_floor_restore":
+            assert [e["kind"] for e in r["events"]][-1] == "restore"
 
 
 def test_no_intervention_on_35_percent_noise_goes_under_the_floor(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from transformers import (  # noqa: E402
 )
 
 import normguard as ng  # noqa: E402
-from normguard import tags  # noqa: E402
+from normguard import demos, tags  # noqa: E402
 from normguard.detector import label_noise_floor  # noqa: E402
 from normguard.events import EventKind  # noqa: E402
 from normguard.monitor import StateError  # noqa: E402
@@ -69,17 +69,7 @@ class Sequences(torch.utils.data.Dataset):
 
 
 def tiny_bert(seed: int = 0) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=16,
-        num_labels=2,
-    )
-    return BertForSequenceClassification(config)
+    return demos.tiny_bert(num_labels=2, seed=seed)
 
 
 def training_args(out: Path, ga: int = 1, **kwargs: Any) -> TrainingArguments:
@@ -456,10 +446,13 @@ def test_normguard_imports_without_transformers() -> None:
         "import sys; sys.modules['transformers'] = None\n"
         "import normguard\n"
         "try:\n    import normguard.transformers\nexcept ImportError as e:\n    print(e)\n"
+        "import normguard.demos\n"  # imports transformers only when a model is built
+        "try:\n    normguard.demos.tiny_bert()\nexcept ImportError as e:\n    print(e)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(HERE.parents[1] / "src")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert "pip install 'normguard[transformers]'" in out
+    assert "tiny_bert needs Hugging Face transformers" in out
 
 
 # ---------------------------------------------------------------------------- accelerate loops
