@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 if real.exists() and json.loads(real.read_text())["epochs_trained"] != stop:
                     mismatches.append(real.name)
     lines = [
-        "Each floor setting replayed on the suite's unguarded traces (noisy: 24 runs; clean labels: 9). "
+        "Each floor setting replayed on the suite's unguarded traces (Lightning and Hugging Face tasks). "
         "Gain = test metric of the restored weights − EarlyStopping's (accuracy points, or % of the MSE "
         "for the regression; positive = better). A false alarm fires on clean labels with a better "
         "validation metric still to come.",
