@@ -1,5 +1,6 @@
 """Replay the saved unguarded (``none``) traces through ``NearInterpolationDetector`` with each
-kind of noise floor — known, ``"auto"`` and none — and compare the stop it would have made
+kind of noise floor — known, ``"auto"`` and none, and two alternative rules for a known floor
+that were tried — and compare the stop it would have made
 with EarlyStopping(patience=10) + best checkpoint, replayed on the same traces.
 
 The detector only sees host floats once per check, so feeding it a trace's per-epoch
@@ -18,6 +19,7 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +32,27 @@ from normguard.detector import NearInterpolationDetector  # noqa: E402
 from suite import analysis  # noqa: E402
 
 RESULTS = BENCH / "results" / "suite"
-FLOORS = ("known", "auto", "none")
+Rule = Callable[[dict[str, Any]], bool]
+# alternative rules for a known floor, tried and measured (not normguard's defaults)
+ALTERNATIVES: dict[str, Rule] = {
+    "known, val_stalled ∧ (below_floor ∨ gap_widening)": lambda c: (
+        bool(c["val_stalled"]) and (bool(c["below_floor"]) or bool(c["gap_widening"]))
+    ),
+    "known, val_stalled ∧ (below_floor ∨ (gap_widening ∧ norm_growing))": lambda c: (
+        bool(c["val_stalled"]) and (bool(c["below_floor"]) or (bool(c["gap_widening"]) and bool(c["norm_growing"])))
+    ),
+}
+SETTINGS: tuple[str, ...] = ("known", "auto", "none", *ALTERNATIVES)
 
 
-def replay(run: dict[str, Any], floor: str) -> int | None:
-    """The epoch at which the detector fires on this trace, or None."""
+def replay(run: dict[str, Any], setting: str) -> int | None:
+    """The epoch at which the detector (or an alternative rule over its conditions, held at its
+    ``patience`` decisions in a row) fires on this trace, or None."""
+    floor = setting.split(",")[0]
     noise_floor: float | str | None = {"known": run["floor"], "auto": "auto", "none": None}[floor]
     detector = NearInterpolationDetector(noise_floor=noise_floor)
     detector.mode = run["mode"]
+    rule, streak = ALTERNATIVES.get(setting), 0
     for row in run["trace"]:
         verdict = detector.update(
             row["epoch"] * run["steps_per_epoch"],
@@ -46,7 +61,11 @@ def replay(run: dict[str, Any], floor: str) -> int | None:
             val_loss=row["val_loss"],
             val_metric=row["val_metric"],
         )
-        if verdict.fired:
+        if rule is not None:
+            streak = streak + 1 if rule(verdict.conditions) else 0
+            if streak == detector.patience:
+                return int(row["epoch"])
+        elif verdict.fired:
             return int(row["epoch"])
     return None
 
@@ -61,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/*_none.json"))]
     stats: dict[str, dict[str, list[Any]]] = {
-        f: {"epochs": [], "gain": [], "clean": [], "noisy_fired": []} for f in FLOORS
+        f: {"epochs": [], "gain": [], "clean": [], "noisy_fired": []} for f in SETTINGS
     }
     mismatches = []
     later: list[str] = []  # known floor: the runs it stopped after EarlyStopping
@@ -69,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         es_stop = analysis.early_stopping_epoch(run, 10)
         es_test = analysis.restore_at(run, es_stop)[1]
         clean = run["kind"] == "classification" and run["noise"] == 0
-        for floor in FLOORS:
+        for floor in SETTINGS:
             fired = replay(run, floor)
             s = stats[floor]
             if clean:
@@ -96,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         "for the regression; positive = better). A false alarm fires on clean labels with a better "
         "validation metric still to come.",
         "",
-        "| floor | noisy: fired | noisy: stop − ES stop, median (range) | noisy: gain, median | "
+        "| floor (rule: the default for that floor unless named) "
+        "| noisy: fired | noisy: stop − ES stop, median (range) | noisy: gain, median | "
         "noisy: worse than ES by > 0.5 | noisy: later than ES | clean: false alarms |",
         "|---|---|---|---|---|---|---|",
     ]
-    for floor in FLOORS:
+    for floor in SETTINGS:
         s = stats[floor]
         lines.append(
             f"| {floor} | {sum(s['noisy_fired'])}/{len(s['noisy_fired'])} | "
