@@ -327,8 +327,6 @@ class HoldNoiseFloor(Action):
         self.needs_best_weights = self.restore_best_at_end
         self._optimizers: list[torch.optim.Optimizer] = []
         self._hooks: list[Any] = []
-        self.engaged = False
-        self._since_change = 0
         self._floor_decay: list[list[float]] = []  # per optimizer, per acted-on group: the lower bound of λ
         self._decay: list[list[float]] = []  # the controller's λ
         self._groups: list[list[int]] = []  # indices of the acted-on groups

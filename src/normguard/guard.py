@@ -28,15 +28,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
 from normguard.detector import NearInterpolationDetector, Verdict
 from normguard.monitor import GuardResults, Monitor
-from normguard.options import GuardOptions
+from normguard.options import GuardOptions, GuardOptionsKwargs, takes_options
 from normguard.sinks import SummaryWriterSink
 from normguard.validation import is_real_number
 
@@ -93,9 +93,11 @@ class NormGuard(GuardResults):
             reports losses with :meth:`report_loss`.
         noise_floor, action, patience, detector, monitor, mode, include_frozen,
             track_init_distance, track_update_size, offload, log_layers, sinks,
-            best_weights_in_checkpoint, max_history: see :class:`~normguard.options.GuardOptions`.
+            best_weights_in_checkpoint, max_history (``**options``): see
+            :class:`~normguard.options.GuardOptions`; another name raises ``TypeError``.
     """
 
+    @takes_options
     def __init__(
         self,
         model: nn.Module,
@@ -103,39 +105,10 @@ class NormGuard(GuardResults):
         log_dir: str | None = None,
         every_n_steps: int = 50,
         *,
-        noise_floor: float | str | None = None,
-        action: Any = None,
-        patience: int | None = None,
-        detector: NearInterpolationDetector | None = None,
-        monitor: str | None = None,
-        mode: Literal["min", "max"] = "min",
         attach: bool = False,
-        include_frozen: bool = False,
-        track_init_distance: bool = False,
-        track_update_size: bool = False,
-        offload: Literal["cpu", "device"] = "device",
-        log_layers: bool = True,
-        sinks: Sequence[Any] = (),
-        best_weights_in_checkpoint: bool = True,
-        max_history: int = 1000,
+        **options: Unpack[GuardOptionsKwargs],
     ) -> None:
-        options = GuardOptions(
-            every_n_steps=every_n_steps,
-            noise_floor=noise_floor,
-            action=action,
-            patience=patience,
-            detector=detector,
-            monitor=monitor,
-            mode=mode,
-            include_frozen=include_frozen,
-            track_init_distance=track_init_distance,
-            track_update_size=track_update_size,
-            offload=offload,
-            log_layers=log_layers,
-            sinks=sinks,
-            best_weights_in_checkpoint=best_weights_in_checkpoint,
-            max_history=max_history,
-        )
+        self.options = GuardOptions.from_kwargs("NormGuard", options, every_n_steps=every_n_steps)
         if optimizer is not None:
             optimizer = unwrap_optimizer(optimizer)
             if not isinstance(optimizer, torch.optim.Optimizer):
@@ -144,9 +117,8 @@ class NormGuard(GuardResults):
         if log_dir is not None and not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
             raise TypeError(f"Expected argument `log_dir` to be a path or None but got {type(log_dir).__name__}.")
         logging_rank = _is_logging_rank()
-        self.options = options
         self.monitor: Monitor = Monitor(
-            model, [optimizer] if optimizer is not None else [], options, is_logging_rank=logging_rank
+            model, [optimizer] if optimizer is not None else [], self.options, is_logging_rank=logging_rank
         )
         if log_dir is not None and logging_rank:
             self.monitor.sinks.append(SummaryWriterSink(str(log_dir)))

@@ -47,8 +47,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -64,11 +63,11 @@ except ImportError as exc:  # lightning is an optional extra
     raise ImportError(
         "normguard.lightning needs Lightning (`lightning>=2.2`): pip install 'normguard[lightning]'"
     ) from exc
-from typing_extensions import override
+from typing_extensions import Unpack, override
 
 from normguard.detector import NearInterpolationDetector
 from normguard.monitor import GuardResults, Monitor, StateError
-from normguard.options import GuardOptions
+from normguard.options import GuardOptions, GuardOptionsKwargs, takes_options
 from normguard.sinks import MetricsLoggerSink, SummaryWriterSink
 from normguard.validation import check_name
 
@@ -86,7 +85,8 @@ class NormGuardCallback(GuardResults, Callback):
         every_n_train_steps: optimizer steps (``trainer.global_step``) between checks.
         noise_floor, action, patience, detector, monitor, mode, include_frozen,
             track_init_distance, track_update_size, offload, log_layers, sinks,
-            best_weights_in_checkpoint, max_history: see :class:`~normguard.options.GuardOptions`.
+            best_weights_in_checkpoint, max_history (``**options``): see
+            :class:`~normguard.options.GuardOptions`; another name raises ``TypeError``.
             ``monitor`` names a metric you log in ``validation_step`` (e.g. ``"val_acc"``,
             ``mode="max"``), as for Lightning's ``EarlyStopping``. Actions act on
             ``trainer.optimizers`` and on ``trainer.should_stop``.
@@ -108,49 +108,22 @@ class NormGuardCallback(GuardResults, Callback):
     window; the weight decays live in the optimizers' param groups, restored by Lightning.
     """
 
+    @takes_options
     def __init__(
         self,
         every_n_train_steps: int = 50,
         *,
-        noise_floor: float | str | None = None,
-        action: Any = None,
-        patience: int | None = None,
-        detector: NearInterpolationDetector | None = None,
-        monitor: str | None = None,
-        mode: Literal["min", "max"] = "min",
-        include_frozen: bool = False,
-        track_init_distance: bool = False,
-        track_update_size: bool = False,
-        offload: Literal["cpu", "device"] = "device",
-        log_layers: bool = True,
-        sinks: Sequence[Any] = (),
-        best_weights_in_checkpoint: bool = True,
-        max_history: int = 1000,
         train_loss: str = "train_loss",
         val_loss: str | None = "val_loss",
         name: str | None = None,
+        **options: Unpack[GuardOptionsKwargs],
     ) -> None:
-        self.options = GuardOptions(
-            every_n_steps=every_n_train_steps,
-            interval_name="every_n_train_steps",
-            noise_floor=noise_floor,
-            action=action,
-            patience=patience,
-            detector=detector,
-            monitor=monitor,
-            mode=mode,
-            include_frozen=include_frozen,
-            track_init_distance=track_init_distance,
-            track_update_size=track_update_size,
-            offload=offload,
-            log_layers=log_layers,
-            sinks=sinks,
-            best_weights_in_checkpoint=best_weights_in_checkpoint,
-            max_history=max_history,
+        self.options = GuardOptions.from_kwargs(
+            "NormGuardCallback", options, every_n_steps=every_n_train_steps, interval_name="every_n_train_steps"
         )
         self.train_loss: str = check_name("train_loss", train_loss) or train_loss
         self.val_loss = check_name("val_loss", val_loss, optional=True)
-        if monitor is not None and val_loss is None:
+        if self.options.monitor is not None and val_loss is None:
             raise ValueError("Expected argument `val_loss` to name the validation loss when `monitor` is given.")
         self.every_n_train_steps = every_n_train_steps
         self.name = name

@@ -111,3 +111,7 @@ class LossBuffer:
         if self._size:
             self.window.update(self._buffer[: self._size])
             self._size = 0
+
+    def clear(self) -> None:
+        """Drop the losses not folded into the window yet."""
+        self._size = 0

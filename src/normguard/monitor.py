@@ -131,8 +131,7 @@ class Monitor:
         self.nonfinite = NonFiniteWatcher()
         self._buffer: tuple[dict[str, float], list[Event]] = ({}, [])
         self._buffered_step: int | None = None
-        self._window.reset()
-        self._losses.fold()
+        self._losses.clear()
         self._window.reset()
         self._val_sum = 0.0  # finite training losses since the last validation (host, from checks)
         self._val_count = 0.0

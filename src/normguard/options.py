@@ -13,22 +13,54 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: Expected argument `mode` to be 'min' when no validation metric is named (`monitor=None`) but got 'max'.
+
+The front doors take these options as ``**options`` typed :class:`GuardOptionsKwargs`
+(``Unpack``: IDEs complete and check the names) and build the object with
+:meth:`GuardOptions.from_kwargs`; :func:`takes_options` writes the options into the front
+door's signature, so ``help()`` and ``inspect.signature`` list them with their defaults.
+Only what differs between front doors (the check interval's name and default, the loop's
+own arguments) is spelled in the front door.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import difflib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypedDict, TypeVar
 
 from normguard.actions import Action, resolve_action
 from normguard.detector import NearInterpolationDetector
 from normguard.sinks import check_sinks
 from normguard.validation import check_bool, check_choice, check_int, check_name
 
-__all__ = ["DEFAULT_PATIENCE", "GuardOptions"]
+__all__ = ["DEFAULT_PATIENCE", "OPTION_NAMES", "GuardOptions", "GuardOptionsKwargs", "takes_options"]
 
 DEFAULT_PATIENCE = 6
+
+
+class GuardOptionsKwargs(TypedDict, total=False):
+    """The options every front door takes as keyword arguments; each is documented on :class:`GuardOptions`."""
+
+    noise_floor: float | str | None
+    action: Any
+    patience: int | None
+    detector: NearInterpolationDetector | None
+    monitor: str | None
+    mode: Literal["min", "max"]
+    include_frozen: bool
+    track_init_distance: bool
+    track_update_size: bool
+    offload: Literal["cpu", "device"]
+    log_layers: bool
+    sinks: Sequence[Any]
+    best_weights_in_checkpoint: bool
+    max_history: int
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(GuardOptionsKwargs.__annotations__)
+"""The names a front door's ``**options`` accepts, in :class:`GuardOptions`' order."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,26 @@ class GuardOptions:
         object.__setattr__(self, "action", resolve_action(self.action))
         object.__setattr__(self, "sinks", tuple(check_sinks(self.sinks)))
 
+    @classmethod
+    def from_kwargs(
+        cls, caller: str, options: Mapping[str, Any], *, every_n_steps: Any, interval_name: str = "every_n_steps"
+    ) -> GuardOptions:
+        """The options a front door got as ``**options``, checked; ``caller`` names the front door
+        in the ``TypeError`` an unknown name raises (as Python's own does, with a suggestion).
+
+        Example:
+            >>> GuardOptions.from_kwargs("NormGuard", {"patiense": 3}, every_n_steps=10)
+            Traceback (most recent call last):
+            ...
+            TypeError: NormGuard() got an unexpected keyword argument 'patiense'; did you mean 'patience'?
+        """
+        for name in options:
+            if name not in OPTION_NAMES:
+                close = difflib.get_close_matches(str(name), OPTION_NAMES, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
+        return cls(every_n_steps=every_n_steps, interval_name=interval_name, **options)
+
     @property
     def resolved_action(self) -> Action:
         assert isinstance(self.action, Action)
@@ -116,3 +168,22 @@ class GuardOptions:
     def resolved_detector(self) -> NearInterpolationDetector:
         assert self.detector is not None
         return self.detector
+
+
+InitT = TypeVar("InitT", bound=Callable[..., None])
+
+
+def takes_options(init: InitT) -> InitT:
+    """Decorate a front door's ``__init__(..., **options)``: its signature (``help()``,
+    ``inspect.signature``, documentation tools) lists every option of :data:`OPTION_NAMES` as a
+    keyword parameter with :class:`GuardOptions`' default, in place of ``**options``.
+    """
+    signature = inspect.signature(init)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    spec = {f.name: f for f in fields(GuardOptions)}
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=spec[name].default, annotation=spec[name].type)
+        for name in OPTION_NAMES
+    ]
+    init.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    return init

@@ -44,11 +44,12 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from typing_extensions import Unpack
 
 try:
     import transformers
@@ -63,7 +64,7 @@ except ImportError as exc:  # transformers is an optional extra
 from normguard.detector import NearInterpolationDetector
 from normguard.guard import unwrap_optimizer
 from normguard.monitor import GuardResults, Monitor, StateError
-from normguard.options import GuardOptions
+from normguard.options import OPTION_NAMES, GuardOptions, GuardOptionsKwargs, takes_options
 from normguard.sinks import SummaryWriterSink
 from normguard.validation import check_bool, check_choice, check_int, check_name
 
@@ -231,7 +232,8 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
             (``eval_strategy``) are checks and decisions whatever this says.
         noise_floor, action, patience, detector, monitor, mode, include_frozen,
             track_init_distance, track_update_size, offload, log_layers, sinks,
-            best_weights_in_checkpoint, max_history: see :class:`~normguard.options.GuardOptions`.
+            best_weights_in_checkpoint, max_history (``**options``): see
+            :class:`~normguard.options.GuardOptions`; another name raises ``TypeError``.
             ``monitor`` names an evaluation metric as the Trainer reports it
             (``"eval_accuracy"``; ``"accuracy"`` is read as ``"eval_accuracy"``).
         measure: ``"decayed"`` (default): the norms measure what the optimizer decays
@@ -260,30 +262,18 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
     trains no further step.
     """
 
+    @takes_options
     def __init__(
         self,
         every_n_steps: int | None = None,
         *,
-        noise_floor: float | str | None = None,
-        action: Any = None,
-        patience: int | None = None,
-        detector: NearInterpolationDetector | None = None,
-        monitor: str | None = None,
-        mode: Literal["min", "max"] = "min",
-        include_frozen: bool = False,
-        track_init_distance: bool = False,
-        track_update_size: bool = False,
-        offload: Literal["cpu", "device"] = "device",
-        log_layers: bool = True,
-        sinks: Sequence[Any] = (),
-        best_weights_in_checkpoint: bool = True,
-        max_history: int = 1000,
         measure: Literal["decayed", "all"] = "decayed",
         val_loss: str | None = "eval_loss",
         inflated_loss: Literal["correct", "refuse"] = "correct",
         model_uses_num_items: bool | None = None,
         name: str | None = None,
         _rebuild: bool = False,
+        **options: Unpack[GuardOptionsKwargs],
     ) -> None:
         if _rebuild:  # Hugging Face rebuilding from a checkpoint: share the live instance's state
             live = self._live_instance(name)
@@ -297,47 +287,23 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
             )
         if every_n_steps is not None:
             check_int("every_n_steps", every_n_steps, 1)
-        self.options = GuardOptions(
-            every_n_steps=every_n_steps or 1,
-            noise_floor=noise_floor,
-            action=action,
-            patience=patience,
-            detector=detector,
-            monitor=monitor,
-            mode=mode,
-            include_frozen=include_frozen,
-            track_init_distance=track_init_distance,
-            track_update_size=track_update_size,
-            offload=offload,
-            log_layers=log_layers,
-            sinks=tuple(sinks) if isinstance(sinks, (list, tuple)) else sinks,
-            best_weights_in_checkpoint=best_weights_in_checkpoint,
-            max_history=max_history,
-        )
+        self.options = GuardOptions.from_kwargs("NormGuardTrainerCallback", options, every_n_steps=every_n_steps or 1)
         self.every_n_steps = every_n_steps
         self.measure = check_choice("measure", measure, ("decayed", "all"))
         self.val_loss = check_name("val_loss", val_loss, optional=True)
-        if monitor is not None and val_loss is None:
+        if self.options.monitor is not None and val_loss is None:
             raise ValueError("Expected argument `val_loss` to name the evaluation loss when `monitor` is given.")
         self.inflated_loss = check_choice("inflated_loss", inflated_loss, ("correct", "refuse"))
         if model_uses_num_items is not None:
             check_bool("model_uses_num_items", model_uses_num_items)
         self.model_uses_num_items = model_uses_num_items
         self.name = check_name("name", name, optional=True)
+        # what rebuilds this callback from trainer_state.json: every option that is JSON data
+        # (an action object, the detector and sinks are not: the rebuild shares the live instance)
         self._json_args = {
             "every_n_steps": every_n_steps,
-            "noise_floor": noise_floor,
-            "action": action if _is_json_action(action) else None,
-            "patience": patience,
-            "monitor": monitor,
-            "mode": mode,
-            "include_frozen": include_frozen,
-            "track_init_distance": track_init_distance,
-            "track_update_size": track_update_size,
-            "offload": offload,
-            "log_layers": log_layers,
-            "best_weights_in_checkpoint": best_weights_in_checkpoint,
-            "max_history": max_history,
+            **{key: getattr(self.options, key) for key in OPTION_NAMES if key not in ("detector", "sinks")},
+            "action": options.get("action") if _is_json_action(options.get("action")) else None,
             "measure": measure,
             "val_loss": val_loss,
             "inflated_loss": inflated_loss,

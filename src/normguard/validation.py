@@ -1,8 +1,11 @@
 """Argument checks shared by every module: one message template, raised as early as possible.
 
-Every check raises ``ValueError`` (``TypeError`` for a wrong kind of object) worded
-"Expected argument `name` to be ... but got ...", and returns the value in the form the
-caller keeps (numpy scalars become Python numbers).
+Every check raises ``ValueError`` (``TypeError`` for a wrong kind of object where the caller
+documents it) worded "Expected argument `name` to be ... but got ...", and returns the value
+in the form the caller keeps (numpy scalars become Python numbers). Scalars: :func:`check_int`,
+:func:`check_number`, :func:`check_bool`, :func:`check_choice`, :func:`check_name`. Arrays
+(numpy or torch, any device, never copied): :func:`check_real_array`, :func:`check_matrix`,
+:func:`check_vector`, :func:`check_finite`.
 
 Example:
     >>> check_number("margin", 0.5, low=0.0, low_open=True)
@@ -11,6 +14,14 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: Expected argument `patience` to be an integer >= 1 but got 0.
+    >>> check_number("gamma", 1.0, low=0, high=1, low_open=True, high_open=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected argument `gamma` to be a finite number > 0 and < 1 but got 1.0.
+    >>> check_matrix("X", np.zeros(4))
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected argument `X` to be a 2-d matrix (n samples × d features) but got shape (4,).
 """
 
 from __future__ import annotations
@@ -18,9 +29,25 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
-__all__ = ["check_bool", "check_choice", "check_int", "check_name", "check_number", "is_real_number"]
+import numpy as np
+import torch
+
+__all__ = [
+    "check_bool",
+    "check_choice",
+    "check_finite",
+    "check_int",
+    "check_matrix",
+    "check_name",
+    "check_number",
+    "check_real_array",
+    "check_vector",
+    "is_real_number",
+]
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def is_real_number(value: Any) -> bool:
@@ -28,33 +55,52 @@ def is_real_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """An integer (numpy integers accepted), at least ``minimum``."""
+@overload
+def check_int(name: str, value: Any, minimum: int | None = None, *, optional: Literal[False] = False) -> int: ...
+@overload
+def check_int(name: str, value: Any, minimum: int | None = None, *, optional: bool) -> int | None: ...
+def check_int(name: str, value: Any, minimum: int | None = None, *, optional: bool = False) -> int | None:
+    """An integer (numpy integers accepted), at least ``minimum``; or ``None`` when ``optional``."""
+    if value is None and optional:
+        return None
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and type(value).__name__ != "bool_"
     if ok and minimum is not None:
         ok = int(value) >= minimum
     if not ok:
         bound = f" >= {minimum}" if minimum is not None else ""
-        raise ValueError(f"Expected argument `{name}` to be an integer{bound} but got {value!r}.")
+        alternative = " or None" if optional else ""
+        raise ValueError(f"Expected argument `{name}` to be an integer{bound}{alternative} but got {value!r}.")
     return int(value)
 
 
 def check_number(
-    name: str, value: Any, low: float | None = None, high: float | None = None, low_open: bool = False
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    note: str | None = None,
 ) -> float:
-    """A finite real number (numpy scalars accepted) within the bounds."""
+    """A finite real number (numpy scalars accepted) within the bounds.
+
+    ``low_open``/``high_open`` exclude the bound itself; ``note`` says in the message what a
+    bound stands for (e.g. ``"sigma2, the noise variance"``).
+    """
     ok = is_real_number(value) and math.isfinite(float(value))
     if ok and low is not None:
         ok = float(value) > low if low_open else float(value) >= low
     if ok and high is not None:
-        ok = float(value) <= high
+        ok = float(value) < high if high_open else float(value) <= high
     if not ok:
         bounds = []
         if low is not None:
             bounds.append(f"{'>' if low_open else '>='} {low}")
         if high is not None:
-            bounds.append(f"<= {high}")
+            bounds.append(f"{'<' if high_open else '<='} {high}")
         expected = "a finite number" + (" " + " and ".join(bounds) if bounds else "")
+        if note:
+            expected += f" ({note})"
         raise ValueError(f"Expected argument `{name}` to be {expected} but got {value!r}.")
     return float(value)
 
@@ -83,4 +129,65 @@ def check_name(name: str, value: Any, optional: bool = False) -> str | None:
     if not isinstance(value, str) or not value:
         expected = "a metric name or None" if optional else "a metric name"
         raise ValueError(f"Expected argument `{name}` to be {expected} but got {value!r}.")
+    return value
+
+
+# --------------------------------------------------------------------------- arrays (numpy or torch)
+
+
+def check_real_array(name: str, value: Any) -> Any:
+    """A numpy array or torch tensor of real numbers: numeric, neither bool nor complex."""
+    if isinstance(value, np.ndarray):
+        if np.iscomplexobj(value):
+            raise ValueError(f"Expected argument `{name}` to be real but got complex dtype {value.dtype}.")
+        if not np.issubdtype(value.dtype, np.number) or np.issubdtype(value.dtype, np.bool_):
+            raise ValueError(f"Expected argument `{name}` to be numeric but got dtype {value.dtype}.")
+    elif isinstance(value, torch.Tensor):
+        if value.is_complex():
+            raise ValueError(f"Expected argument `{name}` to be real but got complex dtype {value.dtype}.")
+        if value.dtype == torch.bool:
+            raise ValueError(f"Expected argument `{name}` to be numeric but got dtype {value.dtype}.")
+    else:
+        raise ValueError(f"Expected argument `{name}` to be a torch tensor or numpy array but got {type(value)}.")
+    return value
+
+
+def check_matrix(name: str, value: ArrayT, min_rows: int = 1, min_cols: int = 1) -> ArrayT:
+    """A 2-d array (rows are samples) with at least ``min_rows`` rows and ``min_cols`` columns."""
+    shape = tuple(value.shape)
+    if value.ndim != 2:
+        raise ValueError(
+            f"Expected argument `{name}` to be a 2-d matrix (n samples × d features) but got shape {shape}."
+        )
+    if shape[0] < min_rows or shape[1] < min_cols:
+        raise ValueError(
+            f"Expected argument `{name}` to have at least {min_rows} rows and {min_cols} columns but got shape {shape}."
+        )
+    return value
+
+
+def check_vector(name: str, value: ArrayT, length: int) -> ArrayT:
+    """A vector of ``length`` entries; a single row or column is flattened to one."""
+    if value.ndim == 2 and 1 in value.shape:
+        value = value.reshape(-1)
+    if value.ndim != 1 or value.shape[0] != length:
+        raise ValueError(
+            f"Expected argument `{name}` to be a vector of length {length} but got shape {tuple(value.shape)}."
+        )
+    return value
+
+
+def check_finite(name: str, value: ArrayT) -> ArrayT:
+    """An array without NaN or inf.
+
+    A tensor is first checked through its column sums (one cheap pass, finite whenever every
+    entry is, unless they overflow); the exact mask is built only when they are not.
+    """
+    if isinstance(value, torch.Tensor):
+        sums = value.sum(dim=0) if value.ndim else value
+        finite = bool(torch.isfinite(sums).all()) or bool(torch.isfinite(value).all())
+    else:
+        finite = bool(np.isfinite(value).all())
+    if not finite:
+        raise ValueError(f"Expected argument `{name}` to be finite but it holds NaN or inf.")
     return value

@@ -23,6 +23,14 @@ def test_demo_json_has_the_four_runs_and_normguard_acts(tmp_path: Path, capsys: 
     assert all((tmp_path / name).is_dir() for name in ("none", "early_stopping", "stop", "hold_floor"))
 
 
-def test_demo_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--n", "5"]) == 2
-    assert "--n must be at least 20" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "5"], "Expected argument `--n` to be an integer >= 20 but got 5."),
+        (["--alpha", "1"], "Expected argument `--alpha` to be a finite number > 1 but got 1.0."),
+        (["--steps", "10"], "Expected argument `--steps` to be an integer >= 20 but got 10."),
+    ],
+)
+def test_demo_refuses_bad_arguments(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert main(["demo", *argv]) == 2
+    assert message in capsys.readouterr().err

@@ -42,7 +42,7 @@ def test_larger_alpha_worse_and_sigma2_scaling():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"alpha": 1.0, "gamma": 0.5, "tau": 0.2}, "`alpha` to be a float > 1"),
+        ({"alpha": 1.0, "gamma": 0.5, "tau": 0.2}, "`alpha` to be a finite number > 1"),
         ({"alpha": 2.0, "gamma": 1.0, "tau": 0.2}, "`gamma`"),
         ({"alpha": 2.0, "gamma": 0.5, "tau": 1.0}, "`tau`"),
         ({"alpha": 2.0, "gamma": 0.5, "tau": 0.0}, "`tau`"),

@@ -2,15 +2,18 @@
 
 Each subcommand lives in its own module of this package with two functions,
 ``add_arguments(parser)`` and ``run(args) -> int``; every one accepts ``--json``.
-Bad input is reported in one line on stderr with exit status 2 (no traceback).
+Bad input is reported in one line on stderr with exit status 2 (no traceback): options are
+checked with :mod:`normguard.validation` inside :func:`usage_errors`, which turns the
+``ValueError`` of a check (or of the library on the user's data) into a :class:`UsageError`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 COMMANDS: dict[str, str] = {
     "demo": "train a small model past its noise floor and watch normguard react",
@@ -23,6 +26,24 @@ COMMANDS: dict[str, str] = {
 
 class UsageError(Exception):
     """Bad input from the user: printed in one line, exit status 2."""
+
+
+@contextlib.contextmanager
+def usage_errors(prefix: str = "") -> Iterator[None]:
+    """A ``ValueError`` raised inside becomes a :class:`UsageError` (its message after ``prefix``).
+
+    Example:
+        >>> from normguard.validation import check_int
+        >>> with usage_errors():
+        ...     check_int("--seeds", 0, 1)
+        Traceback (most recent call last):
+        ...
+        normguard.cli.UsageError: Expected argument `--seeds` to be an integer >= 1 but got 0.
+    """
+    try:
+        yield
+    except ValueError as exc:
+        raise UsageError(f"{prefix}{exc}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from normguard.cli import UsageError
+from normguard.cli import usage_errors
 from normguard.science.datasets import power_law_regression
+from normguard.validation import check_int, check_number
 
 RUNS = ("none", "early_stopping", "stop", "hold_floor")
 EARLY_STOPPING_PATIENCE = 10
@@ -121,12 +122,10 @@ def _progress(total: int, name: str, disable: bool) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n < 20:
-        raise UsageError(f"--n must be at least 20, got {args.n}")
-    if not args.alpha > 1:
-        raise UsageError(f"--alpha must be > 1, got {args.alpha}")
-    if args.steps < 20:
-        raise UsageError(f"--steps must be at least 20, got {args.steps}")
+    with usage_errors():
+        check_int("--n", args.n, 20)
+        check_number("--alpha", args.alpha, low=1, low_open=True)
+        check_int("--steps", args.steps, 20)
     import logging
     import warnings
 

@@ -14,8 +14,9 @@ import warnings
 
 import numpy as np
 
-from normguard.cli import UsageError
+from normguard.cli import UsageError, usage_errors
 from normguard.cli.spectrum import load_array, load_matrix
+from normguard.validation import check_int, check_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,10 +40,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.file}: expected y of shape ({X.shape[0]},) but got {y.shape}")
     if not np.isfinite(y).all():
         raise UsageError(f"{args.file}: y holds NaN or inf values")
-    if args.seeds < 1:
-        raise UsageError(f"Expected argument `seeds` to be >= 1 but got {args.seeds}.")
-    if not args.tau > 0:
-        raise UsageError(f"Expected argument `tau` to be > 0 but got {args.tau!r}.")
+    with usage_errors():
+        check_int("--seeds", args.seeds, 1)
+        check_number("--tau", args.tau, low=0, low_open=True)
     mean_sq = float(np.mean(np.asarray(y, dtype=np.float64) ** 2))
     if not args.tau < mean_sq:
         raise UsageError(
@@ -51,10 +51,8 @@ def run(args: argparse.Namespace) -> int:
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
+        with usage_errors():
             res = linear_pilot(X, y, args.tau, sizes=args.sizes, n_seeds=args.seeds, seed=args.seed)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if args.json:
         out = res.to_dict()

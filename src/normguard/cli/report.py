@@ -20,7 +20,8 @@ import sys
 import warnings
 from typing import Any
 
-from normguard.cli import UsageError
+from normguard.cli import UsageError, usage_errors
+from normguard.validation import check_int
 
 _FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm")
 
@@ -85,8 +86,8 @@ def _clean(value: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from normguard import report
 
-    if args.top_k < 0:
-        raise UsageError(f"--top-k must be 0 or more, got {args.top_k}")
+    with usage_errors():
+        check_int("--top-k", args.top_k, 0)
     out = None if args.no_figure else str(args.out)
     if out is not None and not out.lower().endswith(_FIGURE_SUFFIXES):
         raise UsageError(f"--out must end in .png, .svg, .pdf or .html, got {out!r}")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from normguard.cli import UsageError
+from normguard.cli import UsageError, usage_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     X = load_matrix(args.file)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
+        with usage_errors():
             est = estimate_alpha(
                 X,
                 center=not args.no_center,
@@ -177,8 +177,6 @@ def run(args: argparse.Namespace) -> int:
                 precision=args.precision,
                 ci_method=args.ci_method,
             )
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if est.ci_method == "none":  # n too small for a fit: refuse rather than print a meaningless alpha
         raise UsageError(next(note for note in notes if "too small" in note))

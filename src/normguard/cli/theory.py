@@ -12,7 +12,7 @@ import json
 
 import numpy as np
 
-from normguard.cli import UsageError
+from normguard.cli import UsageError, usage_errors
 from normguard.cli.spectrum import check_plot_path, save_figure
 
 
@@ -62,10 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_plot_path(args.plot)
-    try:
+    with usage_errors():
         p = predict(args.alpha, args.gamma, args.tau, args.sigma2)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
     if args.plot:
         _plot(args, args.plot)
     if args.json:

@@ -120,9 +120,7 @@ def noisy_digits(noise_rate: float, *, seed: int = 0, n_train: int = 1000, n_val
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - scikit-learn is in the dev extra
         raise ImportError("noisy_digits needs scikit-learn: pip install 'normguard[dev]'") from exc
-    noise_rate = check_number("noise_rate", noise_rate, low=0.0)
-    if not noise_rate < 1.0:
-        raise ValueError(f"Expected argument `noise_rate` to be in [0, 1) but got {noise_rate}.")
+    noise_rate = check_number("noise_rate", noise_rate, low=0.0, high=1.0, high_open=True)
     x_all, y_all = load_digits(return_X_y=True)
     x = torch.tensor(x_all / 16.0, dtype=torch.float32)
     y = torch.tensor(y_all, dtype=torch.long)

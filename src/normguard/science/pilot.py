@@ -43,6 +43,7 @@ from normguard.norms import NormEngine
 from normguard.science.datasets import paper_data
 from normguard.science.spectrum import estimate_alpha
 from normguard.science.theory import min_norm_near_interpolator
+from normguard.validation import check_finite, check_int, check_matrix, check_number, check_vector
 
 __all__ = [
     "PilotResult",
@@ -163,9 +164,7 @@ def _default_sizes(n: int, sizes: int | Sequence[int] | None) -> list[int]:
     if sizes is None:
         sizes = 6
     if isinstance(sizes, (int, np.integer)):
-        count = int(sizes)
-        if count < 3:
-            raise ValueError(f"Expected argument `sizes` to be >= 3 sizes but got {count}.")
+        count = check_int("sizes", sizes, 3)
         low = max(10, n // 10)
         grid = np.unique(np.round(np.geomspace(low, n, count)).astype(int))
         return [int(v) for v in grid]
@@ -228,14 +227,8 @@ def _alpha_or_none(X: Any) -> Any:
 def _as_numpy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     yn = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
-    if Xn.ndim != 2:
-        raise ValueError(f"Expected argument `X` to be a 2-d matrix (n × d) but got shape {Xn.shape}.")
-    yn = yn.reshape(-1) if yn.ndim == 2 and 1 in yn.shape else yn
-    if yn.ndim != 1 or yn.shape[0] != Xn.shape[0]:
-        raise ValueError(f"Expected argument `y` to be a vector of length {Xn.shape[0]} but got shape {yn.shape}.")
-    Xn, yn = Xn.astype(np.float64), yn.astype(np.float64)
-    if not (np.isfinite(Xn).all() and np.isfinite(yn).all()):
-        raise ValueError("Expected arguments `X` and `y` to be finite but they hold NaN or inf.")
+    Xn = check_finite("X", check_matrix("X", Xn).astype(np.float64))
+    yn = check_finite("y", check_vector("y", yn, Xn.shape[0]).astype(np.float64))
     return Xn, yn
 
 
@@ -274,8 +267,7 @@ def linear_pilot(
         >>> res.sizes, res.norms_sq[0] < res.norms_sq[-1]
         ([20, 30, 45], True)
     """
-    if n_seeds < 1:
-        raise ValueError(f"Expected argument `n_seeds` to be >= 1 but got {n_seeds}.")
+    n_seeds = check_int("n_seeds", n_seeds, 1)
     if callable(X):
         if sizes is None or isinstance(sizes, (int, np.integer)):
             raise ValueError("Expected argument `sizes` to be a list of sizes when X is a generator.")
@@ -317,8 +309,7 @@ def paper_mlp(depth: int = 1, width: int = 100) -> Callable[[int], nn.Module]:
         >>> [tuple(p.shape) for p in weight_parameters(net)]
         [(8, 5), (8, 8), (1, 8)]
     """
-    if depth < 1 or width < 1:
-        raise ValueError(f"Expected arguments `depth` and `width` to be >= 1 but got {depth} and {width}.")
+    depth, width = check_int("depth", depth, 1), check_int("width", width, 1)
 
     def make(d: int) -> nn.Module:
         layers: list[nn.Module] = []
@@ -351,8 +342,7 @@ def per_sample_weight_decay(alpha: float = 1e-4) -> Callable[[int], float]:
         >>> per_sample_weight_decay(1e-4)(400)
         5e-07
     """
-    if not alpha >= 0:
-        raise ValueError(f"Expected argument `alpha` to be >= 0 but got {alpha}.")
+    alpha = check_number("alpha", alpha, low=0.0)
     return lambda n: 2.0 * alpha / n
 
 

@@ -100,6 +100,8 @@ from scipy import stats
 from scipy.linalg import blas
 from torch import Tensor, nn
 
+from normguard.validation import check_choice, check_finite, check_int, check_matrix, check_real_array
+
 __all__ = [
     "AlphaEstimate",
     "CovarianceAccumulator",
@@ -224,34 +226,12 @@ class AlphaEstimate:
 
 def _as_matrix(X: Any, name: str = "X") -> Tensor:
     """A 2-d floating tensor (float32 or float64), checked for shape and NaNs."""
-    if isinstance(X, np.ndarray):
-        if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.bool_):
-            raise ValueError(f"Expected argument `{name}` to be numeric but got dtype {X.dtype}.")
-        if np.iscomplexobj(X):
-            raise ValueError(f"Expected argument `{name}` to be real but got complex dtype {X.dtype}.")
-        X = torch.from_numpy(np.ascontiguousarray(X))
-    elif not isinstance(X, Tensor):
-        raise ValueError(f"Expected argument `{name}` to be a torch tensor or numpy array but got {type(X)}.")
-    X = X.detach()
-    if X.is_complex():
-        raise ValueError(f"Expected argument `{name}` to be real but got complex dtype {X.dtype}.")
-    if X.dtype == torch.bool:
-        raise ValueError(f"Expected argument `{name}` to be numeric but got dtype {X.dtype}.")
-    if X.ndim != 2:
-        raise ValueError(
-            f"Expected argument `{name}` to be a 2-d matrix (n samples × d features) but got shape {tuple(X.shape)}."
-        )
-    if X.shape[0] < 3 or X.shape[1] < 3:
-        raise ValueError(
-            f"Expected argument `{name}` to have at least 3 rows and 3 columns but got shape {tuple(X.shape)}."
-        )
+    X = check_real_array(name, X)
+    X = torch.from_numpy(np.ascontiguousarray(X)) if isinstance(X, np.ndarray) else X.detach()
+    check_matrix(name, X, min_rows=3, min_cols=3)
     if X.dtype not in (torch.float32, torch.float64):
         X = X.to(torch.float64)
-    # A NaN or inf anywhere makes its column's sum non-finite; the sums are one cheap pass
-    # (a full isfinite mask costs several times more), checked exactly only if they fail.
-    if not bool(torch.isfinite(X.sum(dim=0)).all()) and not bool(torch.isfinite(X).all()):
-        raise ValueError(f"Expected argument `{name}` to be finite but it holds NaN or inf.")
-    return X
+    return check_finite(name, X)
 
 
 def _syrk(X: Tensor, *, covariance: bool, scale: float = 1.0) -> Tensor:
@@ -657,12 +637,11 @@ _CI_METHODS = ("parametric-bootstrap", "bootstrap", "regression-se")
 
 
 def _check_interval_args(ci_method: str, n_bootstrap: int | None) -> None:
-    if ci_method not in _CI_METHODS:
-        raise ValueError(f"Expected argument `ci_method` to be one of {_CI_METHODS} but got {ci_method!r}.")
-    if n_bootstrap is not None and (isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer))):
-        raise ValueError(f"Expected argument `n_bootstrap` to be an int >= 0 or None but got {n_bootstrap!r}.")
-    if n_bootstrap is not None and (n_bootstrap < 0 or n_bootstrap == 1):
-        raise ValueError(f"Expected argument `n_bootstrap` to be 0, >= 2 or None but got {n_bootstrap}.")
+    check_choice("ci_method", ci_method, _CI_METHODS)
+    if check_int("n_bootstrap", n_bootstrap, 0, optional=True) == 1:
+        raise ValueError(
+            "Expected argument `n_bootstrap` to be 0, >= 2 or None but got 1 (one replicate has no spread)."
+        )
 
 
 def estimate_alpha(
@@ -705,8 +684,7 @@ def estimate_alpha(
         ('parametric-bootstrap', 'fail')
     """
     _check_interval_args(ci_method, n_bootstrap)
-    if precision not in ("auto", "float32", "float64"):
-        raise ValueError(f"Expected argument `precision` to be 'auto', 'float32' or 'float64' but got {precision!r}.")
+    check_choice("precision", precision, ("auto", "float32", "float64"))
     X = _as_matrix(X)
     n, d = X.shape
     Xc = _center(X) if center else X
@@ -953,8 +931,7 @@ def layer_input_alphas(
         (['0', '2'], 600, True)
     """
     _check_interval_args(ci_method, n_bootstrap)
-    if conv_mode not in ("channels", "patches"):
-        raise ValueError(f"Expected argument `conv_mode` to be 'channels' or 'patches' but got {conv_mode!r}.")
+    check_choice("conv_mode", conv_mode, ("channels", "patches"))
     accs: dict[str, CovarianceAccumulator] = {}
     handles = []
 

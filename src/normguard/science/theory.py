@@ -34,6 +34,7 @@ import torch
 from scipy import optimize, special
 
 from normguard.science.datasets import PaperData, paper_data
+from normguard.validation import check_finite, check_matrix, check_number, check_vector
 
 __all__ = [
     "I_integral",
@@ -58,43 +59,21 @@ __all__ = [
 
 
 def _check_alpha(alpha: Any) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 1):
-        raise ValueError(f"Expected argument `alpha` to be a float > 1 but got {alpha!r}.")
-    return value
+    return check_number("alpha", alpha, low=1, low_open=True)
 
 
 def _check_gamma(gamma: Any) -> float:
-    try:
-        value = float(gamma)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value < 1):
-        raise ValueError(f"Expected argument `gamma` to be a float in (0, 1) but got {gamma!r}.")
-    return value
+    return check_number("gamma", gamma, low=0, high=1, low_open=True, high_open=True)
 
 
 def _check_sigma2(sigma2: Any) -> float:
-    try:
-        value = float(sigma2)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"Expected argument `sigma2` to be a float > 0 but got {sigma2!r}.")
-    return value
+    return check_number("sigma2", sigma2, low=0, low_open=True)
 
 
 def _check_tau(tau: Any, sigma2: float) -> float:
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and 0 < value < sigma2):
-        raise ValueError(f"Expected argument `tau` to be a float in (0, sigma2) = (0, {sigma2:g}) but got {tau!r}.")
-    return value
+    return check_number(
+        "tau", tau, low=0, high=sigma2, low_open=True, high_open=True, note="sigma2, the noise variance"
+    )
 
 
 # --------------------------------------------------------------------------- 𝓘, 𝓙 and friends
@@ -108,8 +87,7 @@ def I_integral(kappa: float, alpha: float, gamma: float) -> float:
         2.0
     """
     alpha, gamma = _check_alpha(alpha), _check_gamma(gamma)
-    if kappa < 0:
-        raise ValueError(f"Expected argument `kappa` to be >= 0 but got {kappa!r}.")
+    kappa = check_number("kappa", kappa, low=0)
     z = -kappa * gamma ** (-alpha)
     return float(special.hyp2f1(1.0, 1.0 / alpha, 1.0 + 1.0 / alpha, z)) / gamma
 
@@ -122,8 +100,7 @@ def J_integral(kappa: float, alpha: float, gamma: float) -> float:
         True
     """
     alpha, gamma = _check_alpha(alpha), _check_gamma(gamma)
-    if kappa < 0:
-        raise ValueError(f"Expected argument `kappa` to be >= 0 but got {kappa!r}.")
+    kappa = check_number("kappa", kappa, low=0)
     z = -kappa * gamma ** (-alpha)
     return float(special.hyp2f1(2.0, 1.0 / alpha, 1.0 + 1.0 / alpha, z)) / gamma
 
@@ -186,8 +163,7 @@ def norm_constant(kappa: float, alpha: float, gamma: float) -> float:
         >>> bool(abs(norm_constant(k, a, g) - num / (1 - J_integral(k, a, g))) < 1e-8)
         True
     """
-    if kappa <= 0:
-        raise ValueError(f"Expected argument `kappa` to be > 0 but got {kappa!r}.")
+    kappa = check_number("kappa", kappa, low=0, low_open=True)
     i, j = I_integral(kappa, alpha, gamma), J_integral(kappa, alpha, gamma)
     return ((i - j) / kappa) / (1.0 - j)
 
@@ -358,16 +334,9 @@ def min_norm_near_interpolator(X: Any, y: Any, tau: float) -> NearInterpolator:
     """
     Xt = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X).to(torch.float64)
     yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).to(torch.float64)
-    if Xt.ndim != 2:
-        raise ValueError(f"Expected argument `X` to be a 2-d matrix (n × d) but got shape {tuple(Xt.shape)}.")
-    yt = yt.reshape(-1) if yt.ndim == 2 and 1 in yt.shape else yt
-    if yt.ndim != 1 or yt.shape[0] != Xt.shape[0]:
-        raise ValueError(
-            f"Expected argument `y` to be a vector of length {Xt.shape[0]} but got shape {tuple(yt.shape)}."
-        )
-    if not (bool(torch.isfinite(Xt).all()) and bool(torch.isfinite(yt).all())):
-        raise ValueError("Expected arguments `X` and `y` to be finite but they hold NaN or inf.")
-    tau = float(tau)
+    check_finite("X", check_matrix("X", Xt))
+    yt = check_finite("y", check_vector("y", yt, Xt.shape[0]))
+    tau = check_number("tau", tau, low=0, low_open=True)
     path = _RidgePath(Xt, yt)
     if not tau < path.null_error:
         raise ValueError(

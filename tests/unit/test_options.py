@@ -1,0 +1,140 @@
+"""The front doors take GuardOptions as ``**options``: same names, same defaults, same errors."""
+
+from __future__ import annotations
+
+import inspect
+import pydoc
+from dataclasses import fields
+
+import pytest
+import torch
+
+import normguard as ng
+from normguard.actions import StopTraining
+from normguard.options import OPTION_NAMES, GuardOptions, GuardOptionsKwargs
+
+
+def test_the_typed_kwargs_are_the_options_of_guard_options() -> None:
+    names = [f.name for f in fields(GuardOptions) if f.name not in ("every_n_steps", "interval_name")]
+    assert list(OPTION_NAMES) == names
+    assert set(GuardOptionsKwargs.__annotations__) == set(names)
+
+
+def _front_doors() -> list[tuple[type, set[str]]]:
+    """Each front door and the keyword parameters that are its own."""
+    doors: list[tuple[type, set[str]]] = [(ng.NormGuard, {"model", "optimizer", "log_dir", "every_n_steps", "attach"})]
+    try:
+        from normguard.lightning import NormGuardCallback
+
+        doors.append((NormGuardCallback, {"every_n_train_steps", "train_loss", "val_loss", "name"}))
+    except ImportError:  # pragma: no cover - lightning is in the dev extra
+        pass
+    try:
+        from normguard.transformers import NormGuardTrainerCallback
+
+        own = {"every_n_steps", "measure", "val_loss", "inflated_loss", "model_uses_num_items", "name", "_rebuild"}
+        doors.append((NormGuardTrainerCallback, own))
+    except ImportError:  # pragma: no cover - transformers is in the dev extra
+        pass
+    return doors
+
+
+@pytest.mark.parametrize(("door", "own"), _front_doors(), ids=lambda d: getattr(d, "__name__", ""))
+def test_signature_lists_every_option_with_its_default(door: type, own: set[str]) -> None:
+    params = inspect.signature(door).parameters
+    assert not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    assert set(params) == own | set(OPTION_NAMES)
+    defaults = {f.name: f.default for f in fields(GuardOptions)}
+    for name in OPTION_NAMES:
+        assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert params[name].default == defaults[name], name
+    shown = pydoc.plain(pydoc.render_doc(door))  # what help() prints
+    assert "noise_floor: 'float | str | None' = None" in shown and "max_history: 'int' = 1000" in shown
+
+
+def test_unknown_option_is_a_type_error_naming_it() -> None:
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(
+        TypeError, match=r"^NormGuard\(\) got an unexpected keyword argument 'patiense'; did you mean 'patience'\?$"
+    ):
+        ng.NormGuard(model, patiense=3)
+    with pytest.raises(TypeError, match=r"^NormGuard\(\) got an unexpected keyword argument 'frobnicate'$"):
+        ng.NormGuard(model, frobnicate=True)
+    with pytest.raises(TypeError, match="'interval_name'"):  # a field of GuardOptions, but no option
+        ng.NormGuard(model, interval_name="steps")
+
+
+def test_options_reach_guard_options_unchanged() -> None:
+    kwargs = {
+        "noise_floor": 0.5,
+        "patience": 3,
+        "monitor": "val_acc",
+        "mode": "max",
+        "include_frozen": True,
+        "offload": "cpu",
+        "log_layers": False,
+        "best_weights_in_checkpoint": False,
+        "max_history": 7,
+    }
+    guard = ng.NormGuard(torch.nn.Linear(2, 1), every_n_steps=4, **kwargs)
+    for key, value in kwargs.items():
+        assert getattr(guard.options, key) == value, key
+    assert guard.options.every_n_steps == 4 and guard.detector.patience == 3 and guard.detector.mode == "max"
+
+
+def test_lightning_callback_keeps_its_interval_name() -> None:
+    lightning = pytest.importorskip("normguard.lightning")
+    cb = lightning.NormGuardCallback(7, noise_floor=1.0, mode="max", monitor="val_acc")
+    assert cb.options.every_n_steps == 7 and cb.options.mode == "max" and cb.detector.noise_floor == 1.0
+    with pytest.raises(ValueError, match="`every_n_train_steps` to be an integer >= 1"):
+        lightning.NormGuardCallback(0)
+    with pytest.raises(TypeError, match=r"^NormGuardCallback\(\) got an unexpected keyword argument 'every_n_steps'"):
+        lightning.NormGuardCallback(every_n_steps=5)
+    with pytest.raises(ValueError, match="`val_loss` to name the validation loss"):
+        lightning.NormGuardCallback(monitor="val_acc", mode="max", val_loss=None)
+
+
+def test_transformers_callback_state_args_are_unchanged() -> None:
+    hf = pytest.importorskip("normguard.transformers")
+    defaults = {
+        "mode": "min",
+        "include_frozen": False,
+        "track_init_distance": False,
+        "track_update_size": False,
+        "offload": "device",
+        "log_layers": True,
+        "best_weights_in_checkpoint": True,
+        "max_history": 1000,
+        "measure": "decayed",
+        "val_loss": "eval_loss",
+        "inflated_loss": "correct",
+    }
+    args = hf.NormGuardTrainerCallback(noise_floor=0.6, action="stop").state()["args"]
+    assert args == {"noise_floor": 0.6, "action": "stop", **defaults, "name": None, "_rebuild": True}
+    assert list(args)[:3] == ["noise_floor", "action", "mode"]
+    cb = hf.NormGuardTrainerCallback(
+        5,
+        action=["weight_decay", "stop"],
+        patience=4,
+        monitor="accuracy",
+        mode="max",
+        model_uses_num_items=True,
+        name="a",
+    )
+    assert cb.state()["args"] == {
+        "every_n_steps": 5,
+        "action": ["weight_decay", "stop"],
+        "patience": 4,
+        "monitor": "accuracy",
+        **defaults,
+        "mode": "max",
+        "model_uses_num_items": True,
+        "name": "a",
+        "_rebuild": True,
+    }
+    # an action object is not JSON: the rebuild shares the live instance instead
+    assert "action" not in hf.NormGuardTrainerCallback(action=StopTraining()).state()["args"]
+    with pytest.raises(
+        TypeError, match=r"^NormGuardTrainerCallback\(\) got an unexpected keyword argument 'nosie_floor'"
+    ):
+        hf.NormGuardTrainerCallback(nosie_floor=0.6)
