@@ -318,9 +318,9 @@ def _center(X: Tensor) -> Tensor:
     return X - mean
 
 
-def _eigenvalues(matrix: Tensor) -> np.ndarray:
-    """Eigenvalues, descending, in the matrix's own precision (lower triangle read)."""
-    vals = torch.linalg.eigvalsh(matrix, UPLO="L")
+def _eigenvalues(matrix: Tensor, uplo: str = "L") -> np.ndarray:
+    """Eigenvalues, descending, in the matrix's own precision (the ``uplo`` triangle read)."""
+    vals = torch.linalg.eigvalsh(matrix, UPLO=uplo)
     return vals.flip(0).clamp_min(0.0).to(torch.float64).cpu().numpy()
 
 
@@ -480,14 +480,19 @@ _MIN_RANK_FOR_INTERVAL = 10
 # Cost model (seconds per unit, measured on one core, float64; only the ratios matter): a
 # normal draw, a multiply-add of a symmetric product, the k³ and k² terms of torch's
 # ``eigvalsh`` (the point estimate), one pass over the data, the fixed cost of a point
-# estimate and of a replicate; a replicate's SciPy eigenvalue solve costs _COST_EIG_SCIPY
-# times torch's.
+# estimate and of a replicate; a replicate's SciPy eigenvalue solve (size ≤ _SCIPY_EIG_MAX)
+# costs _COST_EIG_SCIPY times torch's.
 _COST_NORMAL, _COST_MAC, _COST_EIG3, _COST_EIG2, _COST_PASS = 1.5e-8, 8e-11, 2.6e-10, 2.8e-8, 3e-9
 _COST_POINT_CALL, _COST_REPLICATE_CALL, _COST_EIG_SCIPY = 1e-3, 1.5e-4, 0.6
+_SCIPY_EIG_MAX = 1024  # replicates' eigenvalue solves up to this size use SciPy, larger ones torch
 
 
 def _eig_cost(k: int) -> float:
     return _COST_EIG3 * k**3 + _COST_EIG2 * k**2
+
+
+def _replicate_eig_cost(k: int) -> float:
+    return _eig_cost(k) * (_COST_EIG_SCIPY if k <= _SCIPY_EIG_MAX else 1.0)
 
 
 def simulate_sample_eigenvalues(population: np.ndarray, n_rows: int, rng: np.random.Generator) -> np.ndarray:
@@ -532,8 +537,10 @@ def simulate_sample_eigenvalues(population: np.ndarray, n_rows: int, rng: np.ran
         factor *= root[None, :]  # Z D
         # factor · factorᵀ via ?syrk on the Fortran view (no copy); lower triangle filled
         gram, lower = blas.dsyrk(1.0, factor.T, trans=1, lower=1), True
+    if gram.shape[0] > _SCIPY_EIG_MAX:
+        return _eigenvalues(torch.from_numpy(gram), uplo="L" if lower else "U") / n_rows
     # SciPy's divide-and-conquer driver: 1.3–1.7× faster than torch.linalg.eigvalsh on one
-    # core for 200 ≤ p ≤ 800 (benchmarks/RESULTS_spectrum.md); eigenvalues only.
+    # core for 200 ≤ p ≤ 800, 1.3× on two at 1 024, but slower at 2 048 (1.3×) and above.
     vals = linalg.eigh(gram, eigvals_only=True, lower=lower, driver="evd", overwrite_a=True, check_finite=False)
     return np.maximum(vals[::-1], 0.0) / n_rows
 
@@ -608,9 +615,9 @@ def _parametric_bootstrap(
 def _bootstrap_size(point_cost: float, p: int, n_rows: int) -> int:
     """B of rule 7: replicates costing about 9× the point estimate (10 ≤ B ≤ 100)."""
     if n_rows >= p:  # p² normals, a triangular Lᵀ L (?lauum: ~p³/3 at a general product's rate), p×p solve
-        replicate = _COST_NORMAL * p * p + _COST_MAC * p**3 / 3 + _COST_EIG_SCIPY * _eig_cost(p)
+        replicate = _COST_NORMAL * p * p + _COST_MAC * p**3 / 3 + _replicate_eig_cost(p)
     else:
-        replicate = _COST_NORMAL * n_rows * p + _COST_MAC * n_rows**2 * p / 2 + _COST_EIG_SCIPY * _eig_cost(n_rows)
+        replicate = _COST_NORMAL * n_rows * p + _COST_MAC * n_rows**2 * p / 2 + _replicate_eig_cost(n_rows)
     replicate += _COST_REPLICATE_CALL
     return int(min(_B_MAX, max(_B_MIN, _INTERVAL_COST_FACTOR * point_cost // replicate)))
 
