@@ -18,7 +18,7 @@ the uncorrected fit; how often the range test failed; B; and the cost: wall time
 default call over that of the point estimate alone (``n_bootstrap=0``), both timed on the
 same data set.
 
-Usage: ``OMP_NUM_THREADS=1 python benchmarks/spectrum_coverage.py [--reps 20 8] [--out FILE]``
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/spectrum_coverage.py [--reps 20] [--out FILE]``
 (writes the markdown table to stdout and, with ``--out``, to FILE).
 
 ``python benchmarks/spectrum_coverage.py --timing [--threads 2]`` instead times the README's
