@@ -194,8 +194,11 @@ def _early_stopping(ctx: ArmContext) -> list[Callback]:
     ]
 
 
-def normguard_arm(action: Callable[[], Any] | Any, *, validation_metric: bool = True) -> Callable[[ArmContext], list]:
-    """A factory for ``NormGuardCallback(action=...)`` with the task's known floor, checked once per epoch.
+def normguard_arm(
+    action: Callable[[], Any] | Any, *, validation_metric: bool = True, auto_floor: bool = False
+) -> Callable[[ArmContext], list]:
+    """A factory for ``NormGuardCallback(action=...)`` with the task's known floor (or ``"auto"``
+    with ``auto_floor``), checked once per epoch.
 
     Raises :class:`ArmUnavailable` when the installed callback rejects the options (the
     planned ``monitor``/``mode`` and the ``hold_floor`` actions are not in every version).
@@ -210,7 +213,7 @@ def normguard_arm(action: Callable[[], Any] | Any, *, validation_metric: bool = 
             raise ArmUnavailable(f"action unavailable: {exc}") from exc
         kwargs: dict[str, Any] = {
             "every_n_train_steps": ctx.steps_per_epoch,
-            "noise_floor": ctx.data.floor,
+            "noise_floor": "auto" if auto_floor else ctx.data.floor,
             "action": act,
             "val_loss": "val_loss",
         }
@@ -245,6 +248,12 @@ ARMS: dict[str, Arm] = {
         "stop_val_loss",
         normguard_arm("stop", validation_metric=False),
         "NormGuardCallback(action='stop'), known floor, best judged by val_loss (no monitor; not in the default arms)",
+        normguard=True,
+    ),
+    "stop_auto": Arm(
+        "stop_auto",
+        normguard_arm("stop", auto_floor=True),
+        "NormGuardCallback(action='stop', noise_floor='auto') (not in the default arms; see replay_detector.py)",
         normguard=True,
     ),
     "hold_floor": Arm(

@@ -34,7 +34,7 @@ growing, the validation–train gap widening; and validation no longer improving
     gap = validation loss − mean training loss over the same stretch of steps; its
     Theil–Sen slope over the last ``window`` validations is positive with ``confidence``
     of pairwise slopes positive, and the latest gap is positive and, when a floor is known,
-    above ``min_gap`` × floor. Needs two validations. Reported; required only without a floor.
+    above ``min_gap`` × floor. Needs two validations. Required with ``"auto"`` and without a floor.
 
 Which conditions must hold (at ``patience`` consecutive decisions) depends on what is known,
 by measurement (``benchmarks/suite/FINDINGS.md``):
@@ -44,9 +44,9 @@ by measurement (``benchmarks/suite/FINDINGS.md``):
   EarlyStopping without that evidence would need;
 * ``"auto"``: ``below_floor``, ``val_stalled``, ``norm_growing`` and ``gap_widening`` (the
   estimated floor is weak evidence, so the norm and the gap must confirm: replayed on the
-  suite's 9 clean runs, ``"auto"`` without ``gap_widening`` fired on all 3 BERT seeds while
-  they sat on a plateau they later left; with it, on none —
-  ``benchmarks/suite/replay_detector.py``);
+  suite's clean runs, ``"auto"`` without ``gap_widening`` fired on all 3 Lightning BERT seeds
+  while they sat on a plateau they later left; with it, on none of those, but still on 2 of
+  the 3 Hugging Face BERT seeds — ``benchmarks/suite/replay_detector.py``);
 * no floor: ``val_stalled``, ``norm_growing`` and ``gap_widening``.
 
 Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held

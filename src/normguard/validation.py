@@ -73,6 +73,15 @@ def check_int(name: str, value: Any, minimum: int | None = None, *, optional: bo
     return int(value)
 
 
+def _scalar(value: Any) -> Any:
+    """A 0-d real tensor or array as its Python number (``tau=0.5 * (y**2).mean()`` with tensor ``y``)."""
+    if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.dtype.is_complex and value.dtype != torch.bool:
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "fiu":
+        return value.item()
+    return value
+
+
 def check_number(
     name: str,
     value: Any,
@@ -82,11 +91,16 @@ def check_number(
     high_open: bool = False,
     note: str | None = None,
 ) -> float:
-    """A finite real number (numpy scalars accepted) within the bounds.
+    """A finite real number (numpy scalars and one-element 0-d tensors/arrays accepted) within the bounds.
 
     ``low_open``/``high_open`` exclude the bound itself; ``note`` says in the message what a
     bound stands for (e.g. ``"sigma2, the noise variance"``).
+
+    Example:
+        >>> check_number("tau", torch.tensor(0.5), low=0.0, low_open=True)
+        0.5
     """
+    value = _scalar(value)
     ok = is_real_number(value) and math.isfinite(float(value))
     if ok and low is not None:
         ok = float(value) > low if low_open else float(value) >= low

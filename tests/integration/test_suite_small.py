@@ -185,6 +185,10 @@ def test_memorising_classifier_stop_and_hold_floor(tmp_path: Path) -> None:
     assert stop["epochs_trained"] <= es["epochs_trained"]
     assert stop["final_test_metric"] >= es["final_test_metric"] - 0.5
     assert stop["final_test_metric"] >= none["final_test_metric"] + 3.0
+    # the same with the floor estimated ("auto"): it needs the gap and the norm as well
+    auto = small("mlp_tabular", 0.35, "stop_auto", tmp_path)
+    assert auto["epochs_trained"] < budget and "restore" in kinds(auto)
+    assert auto["final_test_metric"] >= es["final_test_metric"] - 0.5
 
     # hold_floor: trains the whole budget, raises the decay, and its last weights beat no intervention's
     assert hold["epochs_trained"] == budget
@@ -194,15 +198,21 @@ def test_memorising_classifier_stop_and_hold_floor(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_clean_labels_neither_stop_nor_hold_floor_acts(tmp_path: Path) -> None:
+def test_clean_labels_known_floor_never_acts_and_auto_never_stops_an_improving_run(tmp_path: Path) -> None:
     budget = TASKS["mlp_tabular"].small["epochs"]
     none = small("mlp_tabular", 0.0, "none", tmp_path)
-    for arm in ("stop", "hold_floor"):
+    for arm in ("stop", "hold_floor"):  # the known floor of clean labels is 0: never crossed
         result = small("mlp_tabular", 0.0, arm, tmp_path)
         assert result["epochs_trained"] == budget, arm
         assert "weight_decay_changed" not in kinds(result) and "detector_fired" not in kinds(result), arm
         # nothing acted, so the run is the unguarded one
         assert [t["val_metric"] for t in result["trace"]] == [t["val_metric"] for t in none["trace"]], arm
+    # "auto" estimates the floor, so it can fire on clean labels; it must not stop a run whose
+    # validation accuracy would still rise by half a point or more
+    auto = small("mlp_tabular", 0.0, "stop_auto", tmp_path)
+    stopped = auto["epochs_trained"]
+    val = [t["val_metric"] for t in none["trace"]]
+    assert max(val[stopped:], default=-1.0) < max(val[:stopped]) + 0.5
 
 
 @pytest.mark.slow

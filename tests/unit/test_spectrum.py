@@ -1,8 +1,10 @@
+import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from normguard.science.spectrum import (
     CovarianceAccumulator,
@@ -232,7 +234,8 @@ def test_range_test_accepts_a_power_law_and_rejects_a_flat_head():
     # widened by the sub-ranges' disagreement beyond what sampling explains
     assert bad.alpha == bad.alpha_uncorrected != bad.alpha_corrected
     half = (bad.alpha_ci[1] - bad.alpha_ci[0] - abs(bad.alpha - bad.alpha_corrected)) / 2
-    assert bad.range_widening > 0 and half > bad.range_widening
+    sampling = stats.t.ppf(0.975, bad.n_bootstrap - 1) * bad.alpha_se * math.sqrt(1 + 1 / bad.n_bootstrap)
+    assert bad.range_widening > 0 and half == pytest.approx(sampling + bad.range_widening, rel=1e-9)
     assert (
         bad.alpha_ci[0] < min(bad.alpha, bad.alpha_corrected) <= max(bad.alpha, bad.alpha_corrected) < bad.alpha_ci[1]
     )

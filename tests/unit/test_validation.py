@@ -28,9 +28,19 @@ def test_check_number_bounds_open_and_closed() -> None:
     assert check_number("p", 1.0, low=0.0, high=1.0) == 1.0
     with pytest.raises(ValueError, match=r"> 0 and < 2 \(sigma2\) but got 2"):
         check_number("tau", 2, low=0, high=2, low_open=True, high_open=True, note="sigma2")
-    for bad in (math.nan, math.inf, "0.5", torch.tensor(0.5), True):
+    for bad in (math.nan, math.inf, "0.5", torch.tensor([0.5]), True):
         with pytest.raises(ValueError, match="`p`"):
             check_number("p", bad, low=0.0)
+
+
+def test_check_number_takes_zero_dim_tensors_and_arrays() -> None:
+    # tau computed from tensor data, as a user of min_norm_near_interpolator writes it
+    y = torch.tensor([1.0, -1.0, 2.0])
+    assert check_number("tau", 0.5 * (y**2).mean(), low=0.0, low_open=True) == pytest.approx(1.0)
+    assert check_number("alpha", np.array(2.0), low=1.0) == 2.0
+    for bad in (torch.tensor([1.0]), torch.tensor(True), np.array(True), torch.tensor(float("nan"))):
+        with pytest.raises(ValueError, match="`alpha`"):
+            check_number("alpha", bad)
 
 
 def test_check_int_optional() -> None:
