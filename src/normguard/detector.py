@@ -88,7 +88,6 @@ import numpy as np
 
 from normguard.validation import check_int as _check_int
 from normguard.validation import check_number as _check_number
-from normguard.validation import is_real_number
 
 __all__ = [
     "Condition",
@@ -286,17 +285,10 @@ class NearInterpolationDetector:
         min_norm_increase: float = 0.01,
         top_k: int = 3,
     ) -> None:
-        if isinstance(noise_floor, str):
-            if noise_floor != "auto":
-                raise ValueError(
-                    f"Expected argument `noise_floor` to be a float, 'auto' or None but got {noise_floor!r}."
-                )
-        elif noise_floor is not None and (
-            not is_real_number(noise_floor) or not noise_floor >= 0 or not math.isfinite(noise_floor)
-        ):
-            raise ValueError(
-                f"Expected argument `noise_floor` to be a finite float >= 0, 'auto' or None but got {noise_floor!r}."
-            )
+        if isinstance(noise_floor, str) and noise_floor != "auto":
+            raise ValueError(f"Expected argument `noise_floor` to be a float, 'auto' or None but got {noise_floor!r}.")
+        if noise_floor is not None and not isinstance(noise_floor, str):
+            noise_floor = _check_number("noise_floor", noise_floor, low=0.0, note="or 'auto' or None")
         _check_number("margin", margin, low=0.0, low_open=True)
         _check_number("min_gap", min_gap, low=0.0)
         _check_int("patience", patience, 1)
@@ -314,7 +306,7 @@ class NearInterpolationDetector:
         _check_int("baseline_checks", baseline_checks, 1)
         _check_number("min_norm_increase", min_norm_increase, low=0.0)
         _check_int("top_k", top_k, 0)
-        self.noise_floor: float | str | None = float(noise_floor) if is_real_number(noise_floor) else noise_floor  # type: ignore[arg-type]
+        self.noise_floor: float | str | None = noise_floor
         self.margin = float(margin)
         self.min_gap = float(min_gap)
         self.patience = patience

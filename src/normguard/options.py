@@ -122,6 +122,7 @@ class GuardOptions:
         else:
             patience = DEFAULT_PATIENCE if self.patience is None else check_int("patience", self.patience, 1)
             detector = NearInterpolationDetector(noise_floor=self.noise_floor, patience=patience)
+            object.__setattr__(self, "noise_floor", detector.noise_floor)  # checked: a float, "auto" or None
         check_name("monitor", self.monitor, optional=True)
         check_choice("mode", self.mode, ("min", "max"))
         if self.monitor is None and self.mode != "min":
