@@ -1,6 +1,6 @@
 """Replay the saved unguarded (``none``) traces through ``NearInterpolationDetector`` with each
-kind of noise floor — known, ``"auto"`` and none, and two alternative rules for a known floor
-that were tried — and compare the stop it would have made
+kind of noise floor — known, ``"auto"`` and none (the defaults), and the earlier default rules
+and alternatives that were tried — and compare the stop it would have made
 with EarlyStopping(patience=10) + best checkpoint, replayed on the same traces.
 
 The detector only sees host floats once per check, so feeding it a trace's per-epoch
@@ -32,14 +32,28 @@ from normguard.detector import NearInterpolationDetector  # noqa: E402
 from suite import analysis  # noqa: E402
 
 RESULTS = BENCH / "results" / "suite"
-Rule = Callable[[dict[str, Any]], bool]
-# alternative rules for a known floor, tried and measured (not normguard's defaults)
-ALTERNATIVES: dict[str, Rule] = {
-    "known, val_stalled ∧ (below_floor ∨ gap_widening)": lambda c: (
-        bool(c["val_stalled"]) and (bool(c["below_floor"]) or bool(c["gap_widening"]))
+Condition = Callable[[dict[str, Any]], bool]
+# rules tried and measured that are not normguard's defaults: (condition on a verdict's
+# conditions, decisions in a row it must hold)
+ALTERNATIVES: dict[str, tuple[Condition, int]] = {
+    "known, below_floor ∧ val_stalled at 6 only (the default before near_floor)": (
+        lambda c: bool(c["below_floor"]) and bool(c["val_stalled"]),
+        6,
     ),
-    "known, val_stalled ∧ (below_floor ∨ (gap_widening ∧ norm_growing))": lambda c: (
-        bool(c["val_stalled"]) and (bool(c["below_floor"]) or (bool(c["gap_widening"]) and bool(c["norm_growing"])))
+    "known, val_stalled ∧ (below_floor ∨ gap_widening) at 6": (
+        lambda c: bool(c["val_stalled"]) and (bool(c["below_floor"]) or bool(c["gap_widening"])),
+        6,
+    ),
+    "known, val_stalled ∧ (below_floor ∨ (gap_widening ∧ norm_growing)) at 6": (
+        lambda c: (
+            bool(c["val_stalled"]) and (bool(c["below_floor"]) or (bool(c["gap_widening"]) and bool(c["norm_growing"])))
+        ),
+        6,
+    ),
+    "known, near_floor ∧ val_stalled at 6": (lambda c: bool(c["near_floor"]) and bool(c["val_stalled"]), 6),
+    "auto, at patience 6 (the default before)": (
+        lambda c: all(bool(c[k]) for k in ("below_floor", "val_stalled", "norm_growing", "gap_widening")),
+        6,
     ),
 }
 SETTINGS: tuple[str, ...] = ("known", "auto", "none", *ALTERNATIVES)
@@ -52,7 +66,8 @@ def replay(run: dict[str, Any], setting: str) -> int | None:
     noise_floor: float | str | None = {"known": run["floor"], "auto": "auto", "none": None}[floor]
     detector = NearInterpolationDetector(noise_floor=noise_floor)
     detector.mode = run["mode"]
-    rule, streak = ALTERNATIVES.get(setting), 0
+    rule, patience = ALTERNATIVES.get(setting, (None, 0))
+    streak = 0
     for row in run["trace"]:
         verdict = detector.update(
             row["epoch"] * run["steps_per_epoch"],
@@ -63,7 +78,7 @@ def replay(run: dict[str, Any], setting: str) -> int | None:
         )
         if rule is not None:
             streak = streak + 1 if rule(verdict.conditions) else 0
-            if streak == detector.patience:
+            if streak == patience:
                 return int(row["epoch"])
         elif verdict.fired:
             return int(row["epoch"])

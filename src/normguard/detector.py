@@ -3,7 +3,7 @@
 Nothing here touches torch: the detector is fed plain floats once per check, so it can be
 tested by scripted sequences and saved in a checkpoint as a plain dict.
 
-Four conditions (THEORY.md: training error under the noise floor, the weight norm
+Five conditions (THEORY.md: training error under the noise floor, the weight norm
 growing, the validation–train gap widening; and validation no longer improving):
 
 ``below_floor``
@@ -11,6 +11,15 @@ growing, the validation–train gap widening; and validation no longer improving
     (known measurement noise; :func:`label_noise_floor` for symmetric label noise), or
     ``"auto"``: the lowest validation loss seen so far, available once the validation score
     has failed to improve at least once. With ``None`` the condition is not used.
+``near_floor``
+    with a known floor σ̂² > 0: the mean training loss is nearer the floor than the
+    validation loss is, ``train < (val + σ̂²) / 2`` (``margin`` × σ̂² in place of σ̂²;
+    ``train < σ̂²`` when the validation loss is under the floor). The gap measured in units of
+    the model's excess over the floor: a model that learns without memorising has
+    train ≈ val (a plateau: a gap near 0), one that fits the noise moves its training loss
+    from the validation loss down towards the floor. It holds whenever ``below_floor`` does.
+    Unavailable without validation or without a known floor above 0 (with a floor of 0
+    every model that fits its data has train < val / 2, so it carries no information).
 ``val_stalled``
     the validation score did not improve on its best at this validation. The score is the
     validation metric named by ``monitor`` (``mode="max"`` for accuracy) or else the
@@ -36,24 +45,34 @@ growing, the validation–train gap widening; and validation no longer improving
     of pairwise slopes positive, and the latest gap is positive and, when a floor is known,
     above ``min_gap`` × floor. Needs two validations. Required with ``"auto"`` and without a floor.
 
-Which conditions must hold (at ``patience`` consecutive decisions) depends on what is known,
-by measurement (``benchmarks/suite/FINDINGS.md``):
+The detector fires when one of its *rules* — a set of conditions and a patience — has held
+at that many consecutive decisions. The rules depend on what is known, by measurement
+(``benchmarks/suite/FINDINGS.md``; replayed on every unguarded trace of the suite by
+``benchmarks/suite/replay_detector.py``):
 
-* a known floor: ``below_floor`` and ``val_stalled`` — the training loss under the floor
-  says the model fits noise, so the validation score gets less patience than an
-  EarlyStopping without that evidence would need;
-* ``"auto"``: ``below_floor``, ``val_stalled``, ``norm_growing`` and ``gap_widening`` (the
-  estimated floor is weak evidence, so the norm and the gap must confirm: replayed on the
-  suite's clean runs, ``"auto"`` without ``gap_widening`` fired on all 3 Lightning BERT seeds
-  while they sat on a plateau they later left; with it, on none of those, but still on 2 of
-  the 3 Hugging Face BERT seeds — ``benchmarks/suite/replay_detector.py``);
-* no floor: ``val_stalled``, ``norm_growing`` and ``gap_widening``.
+* a known floor σ̂² > 0: ``below_floor`` and ``val_stalled`` at ``floor_patience`` (6)
+  decisions — the training loss under the floor says the model fits noise, so the validation
+  score gets less patience than EarlyStopping(patience=10) would give it — **or**
+  ``near_floor`` and ``val_stalled`` at ``patience`` (10) decisions: EarlyStopping's own rule,
+  except on a plateau, where the training loss has not started towards the floor. The
+  training loss reaches the floor late (it was still 2–50 % above it when EarlyStopping
+  stopped in a third of the suite's noisy runs); the second rule stops those runs when
+  EarlyStopping does, while waiting out the plateaus where EarlyStopping stopped too soon.
+* a known floor of 0 (clean labels: no noise to memorise): ``below_floor`` and
+  ``val_stalled`` — which cannot hold, so the guard never fires.
+* ``"auto"``: ``below_floor``, ``val_stalled``, ``norm_growing`` and ``gap_widening`` at
+  ``patience`` (the estimated floor is weak evidence, so the norm and the gap must confirm and
+  the validation score gets EarlyStopping's patience: in the replay, ``"auto"`` without
+  ``gap_widening`` fired on all 3 clean Lightning BERT seeds while they sat on a plateau they
+  later left; with it at patience 6, on 2 of the 3 clean Hugging Face BERT seeds; at 10, on none);
+* no floor: ``val_stalled``, ``norm_growing`` and ``gap_widening`` at ``patience``.
 
 Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held
-at ``patience`` checks decides (the paper's definition of a near-interpolator: training
-error under the noise floor); without a known floor nothing fires. ``require=`` names another set. A required condition
-that cannot be evaluated yet makes the verdict ``insufficient``: it never fires on missing
-evidence. ``auto`` can therefore never fire while the validation score still improves.
+at ``floor_patience`` checks decides (the paper's definition of a near-interpolator: training
+error under the noise floor); without a known floor nothing fires. ``require=`` names one
+rule in place of these, at ``patience``. A rule with a condition that cannot be evaluated yet
+does not count (its streak restarts): the detector never fires on missing evidence, and a
+rule with ``val_stalled`` never fires while the validation score still improves.
 
 The verdict names the ``top_k`` layers whose norms grow fastest, ranked by a least-squares
 slope of log‖w_layer‖ against log(step) over the same window (vectorised, so thousands of
@@ -68,11 +87,11 @@ Non-finite inputs (NaN/Inf norms or losses) are not recorded; such a call return
 verdict with reason ``NON_FINITE`` and leaves the streak as it was.
 
 Example:
-    >>> det = NearInterpolationDetector(noise_floor=1.0, patience=2, window=4)
+    >>> det = NearInterpolationDetector(noise_floor=1.0, floor_patience=2, window=4)
     >>> for step, (train, val) in enumerate([(1.5, 1.4), (1.1, 1.2), (0.9, 1.25), (0.7, 1.3)], start=1):
     ...     v = det.update(step * 10, total_norm=float(step), train_loss=train, val_loss=val)
-    >>> v.fired, v.active, v.reason.value, v.conditions["val_stalled"]
-    (True, True, 'signature', True)
+    >>> v.fired, v.active, v.reason.value, v.rule
+    (True, True, 'signature', 'below_floor+val_stalled')
 """
 
 from __future__ import annotations
@@ -93,6 +112,7 @@ __all__ = [
     "Condition",
     "NearInterpolationDetector",
     "Reason",
+    "Rule",
     "Verdict",
     "label_noise_floor",
     "theil_sen",
@@ -101,6 +121,7 @@ __all__ = [
 
 class Condition(str, Enum):
     BELOW_FLOOR = "below_floor"
+    NEAR_FLOOR = "near_floor"
     VAL_STALLED = "val_stalled"
     NORM_GROWING = "norm_growing"
     GAP_WIDENING = "gap_widening"
@@ -109,12 +130,29 @@ class Condition(str, Enum):
 class Reason(str, Enum):
     """Why a verdict is what it is."""
 
-    SIGNATURE = "signature"  # all available conditions held for `patience` decisions
-    BUILDING = "building"  # they hold now, not yet for `patience` decisions
-    NOT_MET = "not_met"  # at least one available condition does not hold
-    INSUFFICIENT = "insufficient"  # too few signals available to decide
+    SIGNATURE = "signature"  # a rule's conditions held for its patience
+    BUILDING = "building"  # a rule's conditions hold now, not yet for its patience
+    NOT_MET = "not_met"  # no rule's conditions all hold
+    INSUFFICIENT = "insufficient"  # every rule has a condition that cannot be evaluated yet
     RECORDED = "recorded"  # norms recorded; decisions wait for the next validation
     NON_FINITE = "non_finite"  # a NaN/Inf input was dropped
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Fire when all of ``conditions`` have held at ``patience`` consecutive decisions.
+
+    Example:
+        >>> Rule(("below_floor", "val_stalled"), 6).name
+        'below_floor+val_stalled'
+    """
+
+    conditions: tuple[str, ...]
+    patience: int
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.conditions)
 
 
 @dataclass(frozen=True)
@@ -122,8 +160,10 @@ class Verdict:
     """The detector's answer at one call.
 
     ``conditions`` maps each condition to True/False, or None when unavailable.
-    ``fired`` is True only at the decision where the streak reaches ``patience`` (the
-    onset); ``active`` stays True while the signature persists after that.
+    ``fired`` is True only at the decision where a rule's streak first reaches its patience
+    (the onset); ``active`` stays True while some rule's streak stays at or above its
+    patience. ``streak`` is the longest current streak and ``rule`` names the rule that is
+    active (or, while none is, the one whose streak is longest).
     """
 
     step: int
@@ -131,6 +171,7 @@ class Verdict:
     fired: bool = False
     active: bool = False
     streak: int = 0
+    rule: str | None = None
     conditions: dict[str, bool | None] = field(default_factory=dict)
     growth_exponent: float | None = None
     relative_growth: float | None = None
@@ -149,6 +190,7 @@ class Verdict:
         return {
             "reason": self.reason.value,
             "streak": self.streak,
+            "rule": self.rule,
             "conditions": dict(self.conditions),
             "growth_exponent": self.growth_exponent,
             "gap": self.gap,
@@ -160,7 +202,8 @@ class Verdict:
 
     def describe(self) -> str:
         parts = [f"{k}={'n/a' if v is None else ('yes' if v else 'no')}" for k, v in self.conditions.items()]
-        text = f"{self.reason.value} (streak {self.streak}; {', '.join(parts)})"
+        rule = f" of {self.rule}" if self.rule else ""
+        text = f"{self.reason.value} (streak {self.streak}{rule}; {', '.join(parts)})"
         if self.growth_exponent is not None:
             text += f"; growth exponent {self.growth_exponent:.3g}"
         if self.gap is not None:
@@ -254,9 +297,11 @@ class NearInterpolationDetector:
             2σ²p/n that still creeps up, and a validation set of m samples measures the gap
             with an error of about σ²√(2/m). The default 0.1 keeps both from reading as the
             signature (p/n under about 5 %, m over about 200).
-        patience: consecutive decisions with all required conditions holding to fire (default 6:
-            with a known floor, ``val_stalled`` at 6 validations in a row, measured in
-            ``benchmarks/suite`` to stop no later than EarlyStopping(patience=10) at equal accuracy).
+        patience: consecutive decisions a rule's conditions must hold to fire (default 10,
+            EarlyStopping's usual patience; see the module doc for the rules).
+        floor_patience: the shorter patience of the ``below_floor`` rule with a known floor
+            (default 6; never more than ``patience``): a training loss under the floor is
+            strong evidence that the model fits noise.
         window: number of recent checks (norms) and validations (gap) in the slopes.
         rebound: ``norm_growing`` needs the growth exponent above (1 + rebound) × its lowest
             value at an earlier decision.
@@ -275,7 +320,8 @@ class NearInterpolationDetector:
         noise_floor: float | str | None = None,
         margin: float = 1.0,
         min_gap: float = 0.1,
-        patience: int = 6,
+        patience: int = 10,
+        floor_patience: int = 6,
         window: int = 6,
         min_growth: float = 0.02,
         rebound: float = 0.2,
@@ -292,6 +338,7 @@ class NearInterpolationDetector:
         _check_number("margin", margin, low=0.0, low_open=True)
         _check_number("min_gap", min_gap, low=0.0)
         _check_int("patience", patience, 1)
+        _check_int("floor_patience", floor_patience, 1)
         _check_int("window", window, 3)
         _check_number("min_growth", min_growth)
         _check_number("rebound", rebound, low=0.0)
@@ -310,6 +357,7 @@ class NearInterpolationDetector:
         self.margin = float(margin)
         self.min_gap = float(min_gap)
         self.patience = patience
+        self.floor_patience = floor_patience
         self.window = window
         self.min_growth = float(min_growth)
         self.rebound = float(rebound)
@@ -332,7 +380,8 @@ class NearInterpolationDetector:
         self._best_score = math.inf  # best validation score, as a loss (a "max" metric negated)
         self._since_best = 0
         self._validations = 0
-        self._streak = 0
+        self._streaks: dict[str, int] = {}  # rule name -> consecutive decisions its conditions held
+        self._active = False
         self._lowest_growth = math.inf  # the lowest growth exponent at an earlier decision
 
     # ------------------------------------------------------------------ inputs
@@ -360,7 +409,7 @@ class NearInterpolationDetector:
             or (val_loss is not None and not _finite(val_loss))
             or (val_metric is not None and not _finite(val_metric))
         ):
-            return Verdict(step=step, reason=Reason.NON_FINITE, streak=self._streak)
+            return Verdict(step=step, reason=Reason.NON_FINITE, streak=max(self._streaks.values(), default=0))
         relative = None
         if self._norms and self._norms[-1][1] > 0 and step > self._norms[-1][0]:
             relative = total_norm / self._norms[-1][1] - 1.0
@@ -381,8 +430,8 @@ class NearInterpolationDetector:
             if train_loss is not None:
                 self._gaps.append((step, float(val_loss) - float(train_loss)))
         elif self._validations > 0:
-            return self._verdict(step, Reason.RECORDED, relative, train_loss, decide=False)
-        return self._verdict(step, None, relative, train_loss, decide=True)
+            return self._verdict(step, Reason.RECORDED, relative, train_loss, None, decide=False)
+        return self._verdict(step, None, relative, train_loss, val_loss, decide=True)
 
     # ------------------------------------------------------------------ maths
     def growth(self) -> tuple[float | None, float | None]:
@@ -401,16 +450,25 @@ class NearInterpolationDetector:
         slope, positive = theil_sen(np.asarray(steps) / 1000.0, np.asarray(gaps))
         return (None, None) if math.isnan(slope) else (slope, positive)
 
-    def required_conditions(self) -> tuple[str, ...]:
-        """The conditions that must all hold at a decision (see the module doc)."""
+    def rules(self) -> tuple[Rule, ...]:
+        """The rules, any of which fires the detector, by what is known (see the module doc).
+
+        Example:
+            >>> [r.name for r in NearInterpolationDetector(noise_floor=0.5).rules()]
+            ['below_floor']
+        """
         if self.require is not None:
-            return self.require
-        validated = self._validations > 0
+            return (Rule(self.require, self.patience),)
         if self.noise_floor is None:  # without validation this stays insufficient: the norm never fires alone
-            return ("val_stalled", "norm_growing", "gap_widening")
+            return (Rule(("val_stalled", "norm_growing", "gap_widening"), self.patience),)
         if self.noise_floor == "auto":
-            return ("below_floor", "val_stalled", "norm_growing", "gap_widening")
-        return ("below_floor", "val_stalled") if validated else ("below_floor",)
+            return (Rule(("below_floor", "val_stalled", "norm_growing", "gap_widening"), self.patience),)
+        fast = min(self.floor_patience, self.patience)
+        if not self._validations:
+            return (Rule(("below_floor",), fast),)
+        if float(self.noise_floor) == 0.0:
+            return (Rule(("below_floor", "val_stalled"), fast),)
+        return (Rule(("below_floor", "val_stalled"), fast), Rule(("near_floor", "val_stalled"), self.patience))
 
     def current_floor(self) -> float | None:
         if self.noise_floor == "auto":
@@ -438,7 +496,13 @@ class NearInterpolationDetector:
         return tuple((self._layer_names[i], float(slopes[i])) for i in ranked if np.isfinite(slopes[i]))
 
     def _verdict(
-        self, step: int, reason: Reason | None, relative: float | None, train_loss: float | None, decide: bool
+        self,
+        step: int,
+        reason: Reason | None,
+        relative: float | None,
+        train_loss: float | None,
+        val_loss: float | None,
+        decide: bool,
     ) -> Verdict:
         growth, growth_positive = self.growth()
         trend, trend_positive = self.gap_trend()
@@ -450,6 +514,10 @@ class NearInterpolationDetector:
             below = train_loss < self.margin * floor
         elif self.noise_floor == "auto" and self._validations:
             below = False  # validation still improving: no floor estimate yet, so not held
+        near: bool | None = None
+        if self._known_positive_floor() and floor is not None and train_loss is not None and val_loss is not None:
+            level = self.margin * floor
+            near = train_loss < level + 0.5 * max(val_loss - level, 0.0)
         growing: bool | None = None
         if growth is not None and math.isfinite(self._lowest_growth):
             baseline = float(np.median(self._baseline))
@@ -473,32 +541,26 @@ class NearInterpolationDetector:
 
         conditions = {
             Condition.BELOW_FLOOR.value: below,
+            Condition.NEAR_FLOOR.value: near,
             Condition.VAL_STALLED.value: stalled,
             Condition.NORM_GROWING.value: growing,
             Condition.GAP_WIDENING.value: widening,
         }
         fired = False
+        rules = self.rules()
         if decide:
-            required = self.required_conditions()
-            if any(conditions[c] is None for c in required):
-                reason = Reason.INSUFFICIENT
-                self._streak = 0
-            elif all(conditions[c] for c in required):
-                self._streak += 1
-                fired = self._streak == self.patience
-                reason = Reason.SIGNATURE if self._streak >= self.patience else Reason.BUILDING
-            else:
-                reason = Reason.NOT_MET
-                self._streak = 0
+            reason, fired = self._decide(rules, conditions)
             if growth is not None and len(self._norms) == self.window:  # full windows only: not the early ramp
                 self._lowest_growth = min(self._lowest_growth, growth)
         assert reason is not None
+        streak, rule = self._leading(rules)
         return Verdict(
             step=step,
             reason=reason,
             fired=fired,
-            active=decide and self._streak >= self.patience,
-            streak=self._streak,
+            active=decide and self._active,
+            streak=streak,
+            rule=rule,
             conditions=conditions,
             growth_exponent=growth,
             relative_growth=relative,
@@ -508,6 +570,39 @@ class NearInterpolationDetector:
             train_loss=train_loss,
             top_layers=self._top_layers() if decide else (),
         )
+
+    def _known_positive_floor(self) -> bool:
+        return self.noise_floor not in (None, "auto") and float(self.noise_floor) > 0.0  # type: ignore[arg-type]
+
+    def _decide(self, rules: tuple[Rule, ...], conditions: dict[str, bool | None]) -> tuple[Reason, bool]:
+        """Advance each rule's streak by this decision; (reason, fired)."""
+        names = {r.name for r in rules}
+        self._streaks = {k: v for k, v in self._streaks.items() if k in names}
+        evaluable = holding = 0
+        for r in rules:
+            values = [conditions[c] for c in r.conditions]
+            if any(v is None for v in values):
+                self._streaks[r.name] = 0
+                continue
+            evaluable += 1
+            held = all(values)
+            holding += held
+            self._streaks[r.name] = self._streaks.get(r.name, 0) + 1 if held else 0
+        was_active = self._active
+        self._active = any(self._streaks.get(r.name, 0) >= r.patience for r in rules)
+        if self._active:
+            return Reason.SIGNATURE, not was_active
+        if not evaluable:
+            return Reason.INSUFFICIENT, False
+        return (Reason.BUILDING if holding else Reason.NOT_MET), False
+
+    def _leading(self, rules: tuple[Rule, ...]) -> tuple[int, str | None]:
+        """(longest current streak, name of the active rule, else of the one with that streak)."""
+        for r in rules:
+            if self._active and self._streaks.get(r.name, 0) >= r.patience:
+                return self._streaks[r.name], r.name
+        streak, name = max(((self._streaks.get(r.name, 0), r.name) for r in rules), default=(0, None))
+        return streak, (name if streak else None)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -521,7 +616,8 @@ class NearInterpolationDetector:
             "best_score": self._best_score,
             "since_best": self._since_best,
             "validations": self._validations,
-            "streak": self._streak,
+            "streaks": dict(self._streaks),
+            "active": self._active,
             "lowest_growth": self._lowest_growth,
         }
 
@@ -536,5 +632,9 @@ class NearInterpolationDetector:
         self._best_score = float(state.get("best_score", self._best_val))
         self._since_best = int(state.get("since_best", 0))
         self._validations = int(state.get("validations", 0))
-        self._streak = int(state.get("streak", 0))
+        self._streaks = {str(k): int(v) for k, v in state.get("streaks", {}).items()}
+        if "streak" in state and not self._streaks:  # a checkpoint from before the rules (one streak)
+            rules = self.rules()
+            self._streaks = {rules[0].name: int(state["streak"])}
+        self._active = bool(state.get("active", any(self._streaks.get(r.name, 0) >= r.patience for r in self.rules())))
         self._lowest_growth = float(state.get("lowest_growth", math.inf))

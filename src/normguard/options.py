@@ -8,7 +8,7 @@ no configuration logic of their own.
 Example:
     >>> opts = GuardOptions(every_n_steps=10, noise_floor=1.0, action=["weight_decay", "stop"])
     >>> opts.action.describe(), opts.detector.patience
-    ('escalation(weight_decay -> stop)', 6)
+    ('escalation(weight_decay -> stop)', 10)
     >>> GuardOptions(mode="max")
     Traceback (most recent call last):
     ...
@@ -37,7 +37,7 @@ from normguard.validation import check_bool, check_choice, check_int, check_name
 
 __all__ = ["DEFAULT_PATIENCE", "OPTION_NAMES", "GuardOptions", "GuardOptionsKwargs", "takes_options"]
 
-DEFAULT_PATIENCE = 6
+DEFAULT_PATIENCE = 10
 
 
 class GuardOptionsKwargs(TypedDict, total=False):
@@ -72,7 +72,9 @@ class GuardOptions:
         noise_floor: σ̂²: a float ≥ 0, ``"auto"`` (from validation) or ``None``.
         action: a name, an :class:`~normguard.actions.Action`, a callable or a list
             (see :mod:`normguard.actions`); ``None`` warns.
-        patience: decisions the signature must persist before firing (default 6).
+        patience: decisions in a row the signature must hold before firing (default 10, EarlyStopping's
+            usual patience; with a known floor, 6 once the training loss is under it: see
+            :class:`~normguard.detector.NearInterpolationDetector`'s ``floor_patience``).
         detector: a configured :class:`~normguard.detector.NearInterpolationDetector`
             (instead of ``noise_floor``/``patience``).
         monitor: name of a validation metric that judges "best", "still improving" and the

@@ -95,21 +95,83 @@ def test_streak_resets_when_validation_improves_again() -> None:
     assert not any(v.fired for v in verdicts[:6])
 
 
-def test_required_conditions_follow_what_is_known() -> None:
-    assert NearInterpolationDetector(noise_floor=1.0).required_conditions() == ("below_floor",)
+def test_rules_follow_what_is_known() -> None:
+    def names(det: NearInterpolationDetector) -> list[tuple[str, int]]:
+        return [(r.name, r.patience) for r in det.rules()]
+
+    assert names(NearInterpolationDetector(noise_floor=1.0)) == [("below_floor", 6)]
     det = NearInterpolationDetector(noise_floor=1.0)
     det.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
-    assert det.required_conditions() == ("below_floor", "val_stalled")
-    assert NearInterpolationDetector(noise_floor="auto").required_conditions() == (
-        "below_floor",
-        "val_stalled",
-        "norm_growing",
-        "gap_widening",
-    )
+    assert names(det) == [("below_floor+val_stalled", 6), ("near_floor+val_stalled", 10)]
+    clean = NearInterpolationDetector(noise_floor=0.0)
+    clean.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
+    assert names(clean) == [("below_floor+val_stalled", 6)]  # a floor of 0: no noise to memorise
+    assert names(NearInterpolationDetector(noise_floor="auto")) == [
+        ("below_floor+val_stalled+norm_growing+gap_widening", 10)
+    ]
+    assert names(NearInterpolationDetector(noise_floor=None, patience=4)) == [
+        ("val_stalled+norm_growing+gap_widening", 4)
+    ]
+    # floor_patience never exceeds patience
+    assert names(NearInterpolationDetector(noise_floor=1.0, patience=3)) == [("below_floor", 3)]
     custom = NearInterpolationDetector(require=["gap_widening", "val_stalled"])
-    assert custom.required_conditions() == ("gap_widening", "val_stalled")
+    assert names(custom) == [("gap_widening+val_stalled", 10)]
     with pytest.raises(ValueError, match="`require`"):
         NearInterpolationDetector(require=["growing"])
+    with pytest.raises(ValueError, match="`floor_patience`"):
+        NearInterpolationDetector(floor_patience=0)
+
+
+def stalled_rows(n: int, train: float, val: float) -> list:
+    """Validation stalled from the second decision on (it creeps up), the training loss constant."""
+    return [(1.0 + 0.1 * i, train, val + 0.01 * i) for i in range(n)]
+
+
+def test_training_loss_nearer_the_floor_than_validation_fires_at_patience() -> None:
+    # floor 1, validation ~2: a training loss of 1.3 is above the floor but nearer it than validation
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
+    verdicts = feed(det, stalled_rows(9, train=1.3, val=2.0))
+    assert all(v.conditions["near_floor"] and not v.conditions["below_floor"] for v in verdicts)
+    assert [v.fired for v in verdicts].index(True) == 5  # 5 stalled validations (decisions 2-6)
+    assert verdicts[5].rule == "near_floor+val_stalled" and verdicts[5].streak == 5
+    assert "near_floor+val_stalled" in verdicts[5].describe()
+
+
+def test_plateau_far_above_the_floor_never_fires() -> None:
+    # training loss ~ validation loss, both well above the floor: the model has not begun to fit noise
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=3, floor_patience=2, window=4)
+    verdicts = feed(det, stalled_rows(20, train=1.95, val=2.0))
+    assert not any(v.conditions["near_floor"] for v in verdicts)
+    assert not any(v.fired or v.active for v in verdicts)
+    assert all(v.reason is Reason.NOT_MET for v in verdicts[1:])
+
+
+def test_near_floor_needs_a_known_positive_floor_and_validation() -> None:
+    for floor in (0.0, "auto", None):
+        det = NearInterpolationDetector(noise_floor=floor, patience=3, window=4)
+        assert all(v.conditions["near_floor"] is None for v in feed(det, stalled_rows(6, train=0.1, val=2.0)))
+    det = NearInterpolationDetector(noise_floor=FLOOR, window=4)
+    assert det.update(10, total_norm=1.0, train_loss=0.5).conditions["near_floor"] is None
+
+
+def test_the_floor_rule_fires_first_and_the_onset_is_reported_once() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
+    verdicts = feed(det, stalled_rows(10, train=0.5, val=2.0))  # under the floor: both rules hold
+    assert [v.fired for v in verdicts] == [False, False, True] + [False] * 7  # not again when the slow rule arrives
+    assert all(v.active for v in verdicts[2:])
+    assert verdicts[2].rule == "below_floor+val_stalled"
+    assert verdicts[-1].rule == "below_floor+val_stalled" and verdicts[-1].streak == 9
+
+
+def test_a_checkpoint_with_one_streak_still_loads() -> None:
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
+    feed(det, stalled_rows(2, train=0.5, val=2.0))
+    state = det.state_dict()
+    del state["streaks"], state["active"]
+    state["streak"] = 1  # the format of normguard before the rules
+    resumed = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
+    resumed.load_state_dict(state)
+    assert resumed.update(300, total_norm=1.3, train_loss=0.5, val_loss=2.03).fired
 
 
 def test_validation_metric_with_mode_max_judges_stall() -> None:
