@@ -21,7 +21,7 @@ key                 meaning
 ==================  ==========================================================================
 
 A normguard arm's result also holds ``verdicts``: every verdict of its ``NormGuardCallback``
-(``cb.verdicts``) as ``step``, ``reason``, ``streak``, ``conditions`` (each detector
+(``cb.verdicts``) as ``step``, ``reason``, ``streak``, ``rule``, ``conditions`` (each detector
 condition True/False/None) and ``growth_exponent``, and its events (a restore's best step,
 a decay change's old and new value).
 
@@ -295,6 +295,7 @@ def arm_records(callbacks: list[Any], steps_per_epoch: int) -> tuple[list[dict[s
                     "step": int(v.step),
                     "reason": v.reason.value,
                     "streak": int(v.streak),
+                    "rule": v.rule,
                     "conditions": dict(v.conditions),
                     "growth_exponent": None if v.growth_exponent is None else _r(v.growth_exponent),
                 }

@@ -100,7 +100,7 @@ def improves_later(run: dict[str, Any], epoch: int) -> bool:
 
 
 # ---------------------------------------------------------------------- detector conditions
-CONDITION_NAMES = ("below_floor", "val_stalled", "norm_growing", "gap_widening")
+CONDITION_NAMES = ("below_floor", "near_floor", "val_stalled", "norm_growing", "gap_widening")
 NOT_DECIDED = ("recorded", "non_finite")
 
 

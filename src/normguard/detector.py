@@ -55,9 +55,10 @@ at that many consecutive decisions. The rules depend on what is known, by measur
   score gets less patience than EarlyStopping(patience=10) would give it — **or**
   ``near_floor`` and ``val_stalled`` at ``patience`` (10) decisions: EarlyStopping's own rule,
   except on a plateau, where the training loss has not started towards the floor. The
-  training loss reaches the floor late (it was still 2–50 % above it when EarlyStopping
-  stopped in a third of the suite's noisy runs); the second rule stops those runs when
-  EarlyStopping does, while waiting out the plateaus where EarlyStopping stopped too soon.
+  training loss reaches the floor late (the first rule alone stopped 10 of the suite's 30
+  noisy runs after EarlyStopping; in 9 of them the training loss was still 2–52 % above the
+  floor when EarlyStopping stopped); the second rule stops those runs when EarlyStopping
+  does, while waiting out the plateaus where EarlyStopping stopped too soon.
 * a known floor of 0 (clean labels: no noise to memorise): ``below_floor`` and
   ``val_stalled`` — which cannot hold, so the guard never fires.
 * ``"auto"``: ``below_floor``, ``val_stalled``, ``norm_growing`` and ``gap_widening`` at
@@ -409,7 +410,8 @@ class NearInterpolationDetector:
             or (val_loss is not None and not _finite(val_loss))
             or (val_metric is not None and not _finite(val_metric))
         ):
-            return Verdict(step=step, reason=Reason.NON_FINITE, streak=max(self._streaks.values(), default=0))
+            streak, rule = self._leading(self.rules())
+            return Verdict(step=step, reason=Reason.NON_FINITE, streak=streak, rule=rule)
         relative = None
         if self._norms and self._norms[-1][1] > 0 and step > self._norms[-1][0]:
             relative = total_norm / self._norms[-1][1] - 1.0

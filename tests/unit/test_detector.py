@@ -296,10 +296,11 @@ def test_random_sequences_never_crash_and_keep_invariants(rows: list, floor, pat
         v = det.update(i * 7, total_norm=norm, layer_norms={"x": norm}, train_loss=train, val_loss=val)
         decisions += v.decided
         assert 0 <= v.streak <= decisions
+        rules = {r.name: r for r in det.rules()}
         if v.fired:
-            assert v.streak == patience and v.active
-        if v.active:
-            assert all(v.conditions[c] is True for c in det.required_conditions())
+            assert v.active and v.streak == rules[v.rule].patience
+        if v.active and v.decided:
+            assert all(v.conditions[c] is True for c in rules[v.rule].conditions)
         if v.reason is Reason.NON_FINITE:
             assert v.streak == previous_streak and not v.fired
         for value in (v.growth_exponent, v.gap, v.gap_trend, v.noise_floor):
