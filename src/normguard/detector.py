@@ -574,7 +574,7 @@ class NearInterpolationDetector:
         )
 
     def _known_positive_floor(self) -> bool:
-        return self.noise_floor not in (None, "auto") and float(self.noise_floor) > 0.0  # type: ignore[arg-type]
+        return self.noise_floor not in (None, "auto") and float(self.noise_floor) > 0.0
 
     def _decide(self, rules: tuple[Rule, ...], conditions: dict[str, bool | None]) -> tuple[Reason, bool]:
         """Advance each rule's streak by this decision; (reason, fired)."""

@@ -281,6 +281,30 @@ def test_fires_stops_and_restores_best_on_the_near_interpolation_task(noise_task
         assert torch.equal(v, best.state[k])
 
 
+def test_near_floor_rule_stops_when_the_training_loss_has_not_reached_the_floor(
+    noise_task: dict[str, torch.Tensor],
+) -> None:
+    # the floor given (0.3) is under the true noise (1.0): the training loss stays above it while
+    # the validation loss stalls, so the second rule (nearer the floor than the validation loss,
+    # for EarlyStopping's patience of 10 validations) is the one that stops
+    L.seed_everything(0)
+    module = Regressor(linear(noise_task["x_train"].shape[1]), lr=1e-2)
+    train, val = loaders(noise_task)
+    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=0.3, action="stop")
+    trainer = L.Trainer(max_epochs=200, check_val_every_n_epoch=5, logger=False, callbacks=[guard], **QUIET)
+    trainer.fit(module, train, val)
+
+    [fired] = [v for v in guard.verdicts if v.fired]
+    assert fired.rule == "near_floor+val_stalled" and fired.streak == 10
+    assert fired.conditions["near_floor"] and fired.conditions["val_stalled"] and not fired.conditions["below_floor"]
+    assert fired.train_loss > 0.3 and fired.gap is not None and fired.gap > 0  # above the floor, below validation
+    assert [e.kind for e in guard.events] == [EventKind.DETECTOR_FIRED, EventKind.RESTORE, EventKind.STOP]
+    assert "near_floor+val_stalled" in guard.events[0].message
+    best = guard.monitor.best
+    assert best is not None and best.step < fired.step == trainer.global_step
+    assert all(torch.equal(v, best.state[k]) for k, v in module.state_dict().items())
+
+
 def test_stops_mid_epoch_without_validation(tmp_path: Path, noise_task: dict[str, torch.Tensor]) -> None:
     # no validation: decisions at the train checks; several batches per epoch, so the stop is mid-epoch
     L.seed_everything(0)
