@@ -228,7 +228,7 @@ def normguard_arm(
 
 
 def _hold_restore() -> Any:
-    return ng.HoldNoiseFloor(restore_best_at_end=True)  # type: ignore[attr-defined]
+    return ng.HoldNoiseFloor()  # type: ignore[attr-defined]  # restore_best_at_end="engaged", the default
 
 
 def _hold_last_weights() -> Any:
@@ -265,7 +265,8 @@ ARMS: dict[str, Arm] = {
     "hold_floor_restore": Arm(
         "hold_floor_restore",
         normguard_arm(_hold_restore),
-        "NormGuardCallback(action=HoldNoiseFloor(restore_best_at_end=True))",
+        "NormGuardCallback(action=HoldNoiseFloor()): the default restore_best_at_end='engaged' (the best "
+        "weights at the end if the controller engaged; runs before 2026-11-28 used True, always)",
         normguard=True,
     ),
     "escalation": Arm(

@@ -30,7 +30,7 @@ Arms (same names as the Lightning arms they mirror, so the report pairs them):
 ``stop``                ``NormGuardTrainerCallback(action="stop", noise_floor=known,
                         monitor="eval_accuracy", mode="max")``: restores its best at the end
 ``hold_floor_restore``  ``NormGuardTrainerCallback(action="hold_floor", ...)`` with
-                        ``HoldNoiseFloor``'s default ``restore_best_at_end=True``
+                        ``HoldNoiseFloor``'s default ``restore_best_at_end="engaged"``
 ======================  =====================================================================
 """
 
@@ -178,7 +178,7 @@ HF_ARMS: dict[str, HFArm] = {
     "hold_floor_restore": HFArm(
         "hold_floor_restore",
         _normguard("hold_floor"),
-        "NormGuardTrainerCallback(action='hold_floor'): HoldNoiseFloor's default restore_best_at_end=True",
+        "NormGuardTrainerCallback(action='hold_floor'): HoldNoiseFloor's default restore_best_at_end='engaged'",
         {},
         normguard=True,
     ),

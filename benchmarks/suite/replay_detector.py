@@ -57,6 +57,7 @@ ALTERNATIVES: dict[str, tuple[Condition, int]] = {
     ),
 }
 SETTINGS: tuple[str, ...] = ("known", "auto", "none", *ALTERNATIVES)
+REAL_ARMS = {"known": "stop", "auto": "stop_auto"}  # settings also run for real: the arm that did
 
 
 def replay(run: dict[str, Any], setting: str) -> int | None:
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     stats: dict[str, dict[str, list[Any]]] = {
         f: {"epochs": [], "gain": [], "clean": [], "noisy_fired": []} for f in SETTINGS
     }
-    mismatches = []
+    mismatches: dict[str, list[str]] = {setting: [] for setting in REAL_ARMS}
+    checked = dict.fromkeys(REAL_ARMS, 0)
     later: list[str] = []  # known floor: the runs it stopped after EarlyStopping
     for run in runs:
         es_stop = analysis.early_stopping_epoch(run, 10)
@@ -106,12 +108,18 @@ def main(argv: list[str] | None = None) -> int:
         for floor in SETTINGS:
             fired = replay(run, floor)
             s = stats[floor]
+            stop = fired if fired is not None else len(run["trace"])
+            if floor in REAL_ARMS:
+                real = RESULTS / run["task"] / f"{run['task']}_n{run['noise']:g}_s{run['seed']}_{REAL_ARMS[floor]}.json"
+                if real.exists():
+                    checked[floor] += 1
+                    if json.loads(real.read_text())["epochs_trained"] != stop:
+                        mismatches[floor].append(real.name)
             if clean:
                 # a false alarm: fired, and the run reached a better validation metric later
                 s["clean"].append(fired is not None and report_improves_later(run, fired))
                 continue
             s["noisy_fired"].append(fired is not None)
-            stop = fired if fired is not None else len(run["trace"])
             test = analysis.restore_at(run, stop)[1] if fired is not None else run["final_test_metric"]
             s["epochs"].append(stop - es_stop)
             s["gain"].append(_gain(run, test, es_test))
@@ -120,10 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run['task']} {run['noise']:g} seed {run['seed']}: {stop - es_stop:+d} epochs, "
                     f"{s['gain'][-1]:+.1f}"
                 )
-            if floor == "known":
-                real = RESULTS / run["task"] / f"{run['task']}_n{run['noise']:g}_s{run['seed']}_stop.json"
-                if real.exists() and json.loads(real.read_text())["epochs_trained"] != stop:
-                    mismatches.append(real.name)
     lines = [
         "Each floor setting replayed on the suite's unguarded traces (Lightning and Hugging Face tasks). "
         "Gain = test metric of the restored weights − EarlyStopping's (accuracy points, or % of the MSE "
@@ -143,8 +147,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{statistics.median(s['gain']):+.2f} | {sum(g < -0.5 for g in s['gain'])}/{len(s['gain'])} | "
             f"{sum(e > 0 for e in s['epochs'])}/{len(s['epochs'])} | {sum(s['clean'])}/{len(s['clean'])} |"
         )
-    check = "Known-floor replay vs the real `stop` arm's saved runs: " + (
-        "same stop epoch in every run." if not mismatches else f"different stop epoch in {', '.join(mismatches)}."
+    check = " ".join(
+        f"{setting.capitalize()}-floor replay vs the {checked[setting]} saved runs of the real `{arm}` arm: "
+        + (
+            "same stop epoch in every run."
+            if not mismatches[setting]
+            else f"different stop epoch in {', '.join(mismatches[setting])}."
+        )
+        for setting, arm in REAL_ARMS.items()
     )
     late = "Known floor, the runs it stopped after EarlyStopping (epochs later, gain): " + "; ".join(later) + "."
     body = header("Detector replayed on the unguarded traces") + "\n" + "\n".join(lines)

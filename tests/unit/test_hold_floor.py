@@ -219,3 +219,33 @@ def test_hold_floor_in_a_plain_loop_keeps_training_near_the_floor() -> None:
     late = [v.train_loss for v in guard.verdicts[-10:] if v.train_loss is not None]
     assert min(late) > 0.5  # held near the floor instead of memorising towards 0
     assert not guard.should_stop
+
+
+@pytest.mark.parametrize(
+    ("setting", "engaged", "restored"),
+    [
+        ("engaged", True, True),
+        ("engaged", False, False),  # the controller never acted: the run is left as trained
+        (True, False, True),
+        (True, True, True),
+        (False, True, False),
+    ],
+)
+def test_restore_at_the_end_follows_the_setting(setting: bool | str, engaged: bool, restored: bool) -> None:
+    opt = adamw()
+    hold = HoldNoiseFloor(restore_best_at_end=setting)  # type: ignore[arg-type]
+    hold.bind([opt])
+    assert hold.needs_best_weights is (setting is not False)
+    events: list[Event] = []
+    hold(verdict(10, 0.5 if engaged else 1.5), context(10, [opt], events))
+    assert hold.engaged is engaged
+    calls: list[int] = []
+    hold.on_train_end(ActionContext(20, [opt], events.append, lambda reason: None, lambda: calls.append(20) or True))
+    assert bool(calls) is restored
+
+
+def test_restore_setting_is_checked() -> None:
+    with pytest.raises(ValueError, match="`restore_best_at_end` to be True, False or 'engaged'"):
+        HoldNoiseFloor(restore_best_at_end="always")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="`restore_best_at_end`"):
+        HoldNoiseFloor(restore_best_at_end=1)  # type: ignore[arg-type]
