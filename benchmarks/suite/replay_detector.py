@@ -33,27 +33,31 @@ from suite import analysis  # noqa: E402
 
 RESULTS = BENCH / "results" / "suite"
 Condition = Callable[[dict[str, Any]], bool]
-# rules tried and measured that are not normguard's defaults: (condition on a verdict's
-# conditions, decisions in a row it must hold)
-ALTERNATIVES: dict[str, tuple[Condition, int]] = {
+# rules tried and measured that are not normguard's defaults: each a list of (condition on a
+# verdict's conditions, decisions in a row it must hold); the first to reach its count fires
+ALTERNATIVES: dict[str, tuple[tuple[Condition, int], ...]] = {
     "known, below_floor ∧ val_stalled at 6 only (the default before near_floor)": (
-        lambda c: bool(c["below_floor"]) and bool(c["val_stalled"]),
-        6,
+        (lambda c: bool(c["below_floor"]) and bool(c["val_stalled"]), 6),
+    ),
+    "known, below_floor ∧ val_stalled at 6, or near_floor ∧ val_stalled held at all of 10": (
+        (lambda c: bool(c["below_floor"]) and bool(c["val_stalled"]), 6),
+        (lambda c: bool(c["near_floor"]) and bool(c["val_stalled"]), 10),
     ),
     "known, val_stalled ∧ (below_floor ∨ gap_widening) at 6": (
-        lambda c: bool(c["val_stalled"]) and (bool(c["below_floor"]) or bool(c["gap_widening"])),
-        6,
+        (lambda c: bool(c["val_stalled"]) and (bool(c["below_floor"]) or bool(c["gap_widening"])), 6),
     ),
     "known, val_stalled ∧ (below_floor ∨ (gap_widening ∧ norm_growing)) at 6": (
-        lambda c: (
-            bool(c["val_stalled"]) and (bool(c["below_floor"]) or (bool(c["gap_widening"]) and bool(c["norm_growing"])))
+        (
+            lambda c: (
+                bool(c["val_stalled"])
+                and (bool(c["below_floor"]) or (bool(c["gap_widening"]) and bool(c["norm_growing"])))
+            ),
+            6,
         ),
-        6,
     ),
-    "known, near_floor ∧ val_stalled at 6": (lambda c: bool(c["near_floor"]) and bool(c["val_stalled"]), 6),
+    "known, near_floor ∧ val_stalled at 6": ((lambda c: bool(c["near_floor"]) and bool(c["val_stalled"]), 6),),
     "auto, at patience 6 (the default before)": (
-        lambda c: all(bool(c[k]) for k in ("below_floor", "val_stalled", "norm_growing", "gap_widening")),
-        6,
+        (lambda c: all(bool(c[k]) for k in ("below_floor", "val_stalled", "norm_growing", "gap_widening")), 6),
     ),
 }
 SETTINGS: tuple[str, ...] = ("known", "auto", "none", *ALTERNATIVES)
@@ -61,14 +65,14 @@ REAL_ARMS = {"known": "stop", "auto": "stop_auto"}  # settings also run for real
 
 
 def replay(run: dict[str, Any], setting: str) -> int | None:
-    """The epoch at which the detector (or an alternative rule over its conditions, held at its
-    ``patience`` decisions in a row) fires on this trace, or None."""
+    """The epoch at which the detector (or an alternative: rules over its conditions, each held
+    at its count of decisions in a row) fires on this trace, or None."""
     floor = setting.split(",")[0]
     noise_floor: float | str | None = {"known": run["floor"], "auto": "auto", "none": None}[floor]
     detector = NearInterpolationDetector(noise_floor=noise_floor)
     detector.mode = run["mode"]
-    rule, patience = ALTERNATIVES.get(setting, (None, 0))
-    streak = 0
+    rules = ALTERNATIVES.get(setting)
+    streaks = [0] * len(rules or ())
     for row in run["trace"]:
         verdict = detector.update(
             row["epoch"] * run["steps_per_epoch"],
@@ -77,9 +81,9 @@ def replay(run: dict[str, Any], setting: str) -> int | None:
             val_loss=row["val_loss"],
             val_metric=row["val_metric"],
         )
-        if rule is not None:
-            streak = streak + 1 if rule(verdict.conditions) else 0
-            if streak == patience:
+        if rules is not None:
+            streaks = [n + 1 if held(verdict.conditions) else 0 for n, (held, _) in zip(streaks, rules)]
+            if any(n == patience for n, (_, patience) in zip(streaks, rules)):
                 return int(row["epoch"])
         elif verdict.fired:
             return int(row["epoch"])

@@ -53,8 +53,9 @@ at that many consecutive decisions. The rules depend on what is known, by measur
 * a known floor σ̂² > 0: ``below_floor`` and ``val_stalled`` at ``floor_patience`` (6)
   decisions — the training loss under the floor says the model fits noise, so the validation
   score gets less patience than EarlyStopping(patience=10) would give it — **or**
-  ``near_floor`` and ``val_stalled`` at ``patience`` (10) decisions: EarlyStopping's own rule,
-  except on a plateau, where the training loss has not started towards the floor. The
+  ``val_stalled`` at ``patience`` (10) decisions with ``near_floor`` at the last of them:
+  EarlyStopping's own rule, except on a plateau, where the training loss has not started
+  towards the floor. The
   training loss reaches the floor late (the first rule alone stopped 10 of the suite's 30
   noisy runs after EarlyStopping; in 9 of them the training loss was still 2–52 % above the
   floor when EarlyStopping stopped); the second rule stops those runs when EarlyStopping
@@ -71,7 +72,7 @@ at that many consecutive decisions. The rules depend on what is known, by measur
 Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held
 at ``floor_patience`` checks decides (the paper's definition of a near-interpolator: training
 error under the noise floor); without a known floor nothing fires. ``require=`` names one
-rule in place of these, at ``patience``. A rule with a condition that cannot be evaluated yet
+rule in place of these, at ``patience`` (all its conditions held throughout). A rule with a condition that cannot be evaluated yet
 does not count (its streak restarts): the detector never fires on missing evidence, and a
 rule with ``val_stalled`` never fires while the validation score still improves.
 
@@ -141,19 +142,23 @@ class Reason(str, Enum):
 
 @dataclass(frozen=True)
 class Rule:
-    """Fire when all of ``conditions`` have held at ``patience`` consecutive decisions.
+    """Fire when all of ``conditions`` have held at ``patience`` consecutive decisions and
+    all of ``gate`` hold at that decision.
 
     Example:
         >>> Rule(("below_floor", "val_stalled"), 6).name
         'below_floor+val_stalled'
+        >>> Rule(("val_stalled",), 10, gate=("near_floor",)).name
+        'near_floor+val_stalled'
     """
 
     conditions: tuple[str, ...]
     patience: int
+    gate: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return "+".join(self.conditions)
+        return "+".join(self.gate + self.conditions)
 
 
 @dataclass(frozen=True)
@@ -382,6 +387,7 @@ class NearInterpolationDetector:
         self._since_best = 0
         self._validations = 0
         self._streaks: dict[str, int] = {}  # rule name -> consecutive decisions its conditions held
+        self._active_rules: list[str] = []  # the rules whose streak and gate held at the last decision
         self._active = False
         self._lowest_growth = math.inf  # the lowest growth exponent at an earlier decision
 
@@ -470,7 +476,10 @@ class NearInterpolationDetector:
             return (Rule(("below_floor",), fast),)
         if float(self.noise_floor) == 0.0:
             return (Rule(("below_floor", "val_stalled"), fast),)
-        return (Rule(("below_floor", "val_stalled"), fast), Rule(("near_floor", "val_stalled"), self.patience))
+        return (
+            Rule(("below_floor", "val_stalled"), fast),
+            Rule(("val_stalled",), self.patience, gate=("near_floor",)),
+        )
 
     def current_floor(self) -> float | None:
         if self.noise_floor == "auto":
@@ -581,17 +590,21 @@ class NearInterpolationDetector:
         names = {r.name for r in rules}
         self._streaks = {k: v for k, v in self._streaks.items() if k in names}
         evaluable = holding = 0
+        was_active = self._active
+        self._active_rules = []
         for r in rules:
             values = [conditions[c] for c in r.conditions]
-            if any(v is None for v in values):
+            gate = [conditions[c] for c in r.gate]
+            if any(v is None for v in values + gate):
                 self._streaks[r.name] = 0
                 continue
             evaluable += 1
             held = all(values)
-            holding += held
+            holding += held and all(gate)
             self._streaks[r.name] = self._streaks.get(r.name, 0) + 1 if held else 0
-        was_active = self._active
-        self._active = any(self._streaks.get(r.name, 0) >= r.patience for r in rules)
+            if self._streaks[r.name] >= r.patience and all(gate):
+                self._active_rules.append(r.name)
+        self._active = bool(self._active_rules)
         if self._active:
             return Reason.SIGNATURE, not was_active
         if not evaluable:
@@ -601,7 +614,7 @@ class NearInterpolationDetector:
     def _leading(self, rules: tuple[Rule, ...]) -> tuple[int, str | None]:
         """(longest current streak, name of the active rule, else of the one with that streak)."""
         for r in rules:
-            if self._active and self._streaks.get(r.name, 0) >= r.patience:
+            if r.name in self._active_rules:
                 return self._streaks[r.name], r.name
         streak, name = max(((self._streaks.get(r.name, 0), r.name) for r in rules), default=(0, None))
         return streak, (name if streak else None)
@@ -619,7 +632,7 @@ class NearInterpolationDetector:
             "since_best": self._since_best,
             "validations": self._validations,
             "streaks": dict(self._streaks),
-            "active": self._active,
+            "active_rules": list(self._active_rules),
             "lowest_growth": self._lowest_growth,
         }
 
@@ -638,5 +651,9 @@ class NearInterpolationDetector:
         if "streak" in state and not self._streaks:  # a checkpoint from before the rules (one streak)
             rules = self.rules()
             self._streaks = {rules[0].name: int(state["streak"])}
-        self._active = bool(state.get("active", any(self._streaks.get(r.name, 0) >= r.patience for r in self.rules())))
+        if "active_rules" in state:
+            self._active_rules = [str(n) for n in state["active_rules"]]
+        else:  # before gates: a rule was active when its streak reached its patience
+            self._active_rules = [r.name for r in self.rules() if self._streaks.get(r.name, 0) >= r.patience]
+        self._active = bool(self._active_rules)
         self._lowest_growth = float(state.get("lowest_growth", math.inf))

@@ -137,6 +137,19 @@ def test_training_loss_nearer_the_floor_than_validation_fires_at_patience() -> N
     assert "near_floor+val_stalled" in verdicts[5].describe()
 
 
+def test_near_floor_needs_to_hold_only_when_the_stall_reaches_patience() -> None:
+    # EarlyStopping's count of stalled validations, with the training loss nearer the floor than
+    # the validation loss at the decision that stops: here it gets there 2 decisions after the
+    # stall reached its patience, and the rule fires at once
+    det = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
+    rows = stalled_rows(7, train=1.95, val=2.0) + stalled_rows(3, train=1.3, val=2.2)
+    verdicts = feed(det, rows)
+    near = [v.conditions["near_floor"] for v in verdicts]
+    assert near == [False] * 7 + [True] * 3
+    assert [v.fired for v in verdicts].index(True) == 7
+    assert verdicts[7].rule == "near_floor+val_stalled" and verdicts[7].streak == 7  # stalled since decision 2
+
+
 def test_plateau_far_above_the_floor_never_fires() -> None:
     # training loss ~ validation loss, both well above the floor: the model has not begun to fit noise
     det = NearInterpolationDetector(noise_floor=FLOOR, patience=3, floor_patience=2, window=4)
@@ -167,7 +180,7 @@ def test_a_checkpoint_with_one_streak_still_loads() -> None:
     det = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
     feed(det, stalled_rows(2, train=0.5, val=2.0))
     state = det.state_dict()
-    del state["streaks"], state["active"]
+    del state["streaks"], state["active_rules"]
     state["streak"] = 1  # the format of normguard before the rules
     resumed = NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4)
     resumed.load_state_dict(state)
@@ -300,7 +313,7 @@ def test_random_sequences_never_crash_and_keep_invariants(rows: list, floor, pat
         if v.fired:
             assert v.active and v.streak == rules[v.rule].patience
         if v.active and v.decided:
-            assert all(v.conditions[c] is True for c in rules[v.rule].conditions)
+            assert all(v.conditions[c] is True for c in rules[v.rule].conditions + rules[v.rule].gate)
         if v.reason is Reason.NON_FINITE:
             assert v.streak == previous_streak and not v.fired
         for value in (v.growth_exponent, v.gap, v.gap_trend, v.noise_floor):
