@@ -72,9 +72,10 @@ at that many consecutive decisions. The rules depend on what is known, by measur
 Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held
 at ``floor_patience`` checks decides (the paper's definition of a near-interpolator: training
 error under the noise floor); without a known floor nothing fires. ``require=`` names one
-rule in place of these, at ``patience`` (all its conditions held throughout). A rule with a condition that cannot be evaluated yet
-does not count (its streak restarts): the detector never fires on missing evidence, and a
-rule with ``val_stalled`` never fires while the validation score still improves.
+rule in place of these, at ``patience`` (all its conditions held throughout). A rule with a
+condition that cannot be evaluated yet does not count (its streak restarts): the detector
+never fires on missing evidence, and a rule with ``val_stalled`` never fires while the
+validation score still improves.
 
 The verdict names the ``top_k`` layers whose norms grow fastest, ranked by a least-squares
 slope of log‖w_layer‖ against log(step) over the same window (vectorised, so thousands of
@@ -167,9 +168,9 @@ class Verdict:
 
     ``conditions`` maps each condition to True/False, or None when unavailable.
     ``fired`` is True only at the decision where a rule's streak first reaches its patience
-    (the onset); ``active`` stays True while some rule's streak stays at or above its
-    patience. ``streak`` is the longest current streak and ``rule`` names the rule that is
-    active (or, while none is, the one whose streak is longest).
+    (the onset) with its gate holding; ``active`` stays True while some rule's streak stays at
+    or above its patience with its gate holding. ``streak`` is the longest current streak and
+    ``rule`` names the rule that is active (or, while none is, the one whose streak is longest).
     """
 
     step: int
@@ -388,7 +389,6 @@ class NearInterpolationDetector:
         self._validations = 0
         self._streaks: dict[str, int] = {}  # rule name -> consecutive decisions its conditions held
         self._active_rules: list[str] = []  # the rules whose streak and gate held at the last decision
-        self._active = False
         self._lowest_growth = math.inf  # the lowest growth exponent at an earlier decision
 
     # ------------------------------------------------------------------ inputs
@@ -569,7 +569,7 @@ class NearInterpolationDetector:
             step=step,
             reason=reason,
             fired=fired,
-            active=decide and self._active,
+            active=decide and bool(self._active_rules),
             streak=streak,
             rule=rule,
             conditions=conditions,
@@ -590,7 +590,7 @@ class NearInterpolationDetector:
         names = {r.name for r in rules}
         self._streaks = {k: v for k, v in self._streaks.items() if k in names}
         evaluable = holding = 0
-        was_active = self._active
+        was_active = bool(self._active_rules)
         self._active_rules = []
         for r in rules:
             values = [conditions[c] for c in r.conditions]
@@ -604,8 +604,7 @@ class NearInterpolationDetector:
             self._streaks[r.name] = self._streaks.get(r.name, 0) + 1 if held else 0
             if self._streaks[r.name] >= r.patience and all(gate):
                 self._active_rules.append(r.name)
-        self._active = bool(self._active_rules)
-        if self._active:
+        if self._active_rules:
             return Reason.SIGNATURE, not was_active
         if not evaluable:
             return Reason.INSUFFICIENT, False
@@ -655,5 +654,4 @@ class NearInterpolationDetector:
             self._active_rules = [str(n) for n in state["active_rules"]]
         else:  # before gates: a rule was active when its streak reached its patience
             self._active_rules = [r.name for r in self.rules() if self._streaks.get(r.name, 0) >= r.patience]
-        self._active = bool(self._active_rules)
         self._lowest_growth = float(state.get("lowest_growth", math.inf))
