@@ -326,13 +326,18 @@ class HoldNoiseFloor(Action):
         self.initial = check_number("initial", initial, low=0.0, low_open=True)
         self.max_shrink = check_number("max_shrink", max_shrink, low=0.0, low_open=True, high=1.0)
         self.param_groups = _check_param_groups(param_groups)
-        if not (isinstance(restore_best_at_end, bool) or restore_best_at_end == "engaged"):
-            raise ValueError(
-                "Expected argument `restore_best_at_end` to be True, False or 'engaged' "
-                f"but got {restore_best_at_end!r}."
-            )
-        self.restore_best_at_end: bool | Literal["engaged"] = restore_best_at_end
-        self.needs_best_weights = restore_best_at_end is not False  # "best" is tracked before engaging
+        restore: bool | Literal["engaged"]
+        if isinstance(restore_best_at_end, str):
+            if restore_best_at_end != "engaged":
+                raise ValueError(
+                    "Expected argument `restore_best_at_end` to be True, False or 'engaged' "
+                    f"but got {restore_best_at_end!r}."
+                )
+            restore = "engaged"
+        else:
+            restore = check_bool("restore_best_at_end", restore_best_at_end)
+        self.restore_best_at_end = restore
+        self.needs_best_weights = restore is not False  # "best" is tracked before engaging
         self._optimizers: list[torch.optim.Optimizer] = []
         self._hooks: list[Any] = []
         self._floor_decay: list[list[float]] = []  # per optimizer, per acted-on group: the lower bound of λ

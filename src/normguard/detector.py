@@ -14,12 +14,13 @@ growing, the validation–train gap widening; and validation no longer improving
 ``near_floor``
     with a known floor σ̂² > 0: the mean training loss is nearer the floor than the
     validation loss is, ``train < (val + σ̂²) / 2`` (``margin`` × σ̂² in place of σ̂²;
-    ``train < σ̂²`` when the validation loss is under the floor). The gap measured in units of
-    the model's excess over the floor: a model that learns without memorising has
-    train ≈ val (a plateau: a gap near 0), one that fits the noise moves its training loss
-    from the validation loss down towards the floor. It holds whenever ``below_floor`` does.
-    Unavailable without validation or without a known floor above 0 (with a floor of 0
-    every model that fits its data has train < val / 2, so it carries no information).
+    ``train < σ̂²`` when the validation loss is under the floor), and the gap is above
+    ``min_gap`` × σ̂² (so a well-posed model converged at the floor, train ≈ σ̂²(1 − p/n) and
+    val ≈ σ̂²(1 + p/n), does not count). The gap measured in units of the model's excess over
+    the floor: a model that learns without memorising has train ≈ val (a plateau: a gap near
+    0), one that fits the noise moves its training loss from the validation loss down towards
+    the floor. Unavailable without validation or without a known floor above 0 (with a floor
+    of 0 every model that fits its data has train < val / 2, so it carries no information).
 ``val_stalled``
     the validation score did not improve on its best at this validation. The score is the
     validation metric named by ``monitor`` (``mode="max"`` for accuracy) or else the
@@ -144,13 +145,14 @@ class Reason(str, Enum):
 @dataclass(frozen=True)
 class Rule:
     """Fire when all of ``conditions`` have held at ``patience`` consecutive decisions and
-    all of ``gate`` hold at that decision.
+    all of ``gate`` hold at that decision; the rule then stays active while its conditions
+    keep holding (the gate need not). Named ``conditions|gate``.
 
     Example:
         >>> Rule(("below_floor", "val_stalled"), 6).name
         'below_floor+val_stalled'
         >>> Rule(("val_stalled",), 10, gate=("near_floor",)).name
-        'near_floor+val_stalled'
+        'val_stalled|near_floor'
     """
 
     conditions: tuple[str, ...]
@@ -159,7 +161,8 @@ class Rule:
 
     @property
     def name(self) -> str:
-        return "+".join(self.gate + self.conditions)
+        name = "+".join(self.conditions)
+        return f"{name}|{'+'.join(self.gate)}" if self.gate else name
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,18 @@ class NearInterpolationDetector:
                     f"Expected argument `require` to be a non-empty list of {sorted(names)} or None "
                     f"but got {require!r}."
                 )
+            if noise_floor is None:
+                never = {"below_floor", "near_floor"} & set(require)
+            elif noise_floor == "auto" or float(noise_floor) == 0.0:
+                never = {"near_floor"} & set(require)
+            else:
+                never = set()
+            if never:
+                raise ValueError(
+                    f"Expected argument `require` to name conditions that can be evaluated with "
+                    f"noise_floor={noise_floor!r} but got {sorted(never)} (below_floor needs a floor; near_floor "
+                    "a known floor above 0)."
+                )
         _check_number("confidence", confidence, low=0.5, high=1.0)
         _check_int("baseline_checks", baseline_checks, 1)
         _check_number("min_norm_increase", min_norm_increase, low=0.0)
@@ -528,7 +543,9 @@ class NearInterpolationDetector:
         near: bool | None = None
         if self._known_positive_floor() and floor is not None and train_loss is not None and val_loss is not None:
             level = self.margin * floor
-            near = train_loss < level + 0.5 * max(val_loss - level, 0.0)
+            near = (
+                train_loss < level + 0.5 * max(val_loss - level, 0.0) and val_loss - train_loss > self.min_gap * floor
+            )
         growing: bool | None = None
         if growth is not None and math.isfinite(self._lowest_growth):
             baseline = float(np.median(self._baseline))
@@ -590,19 +607,22 @@ class NearInterpolationDetector:
         names = {r.name for r in rules}
         self._streaks = {k: v for k, v in self._streaks.items() if k in names}
         evaluable = holding = 0
-        was_active = bool(self._active_rules)
+        previously_active = set(self._active_rules)
+        was_active = bool(previously_active)
         self._active_rules = []
         for r in rules:
             values = [conditions[c] for c in r.conditions]
-            gate = [conditions[c] for c in r.gate]
-            if any(v is None for v in values + gate):
+            if any(v is None for v in values):
                 self._streaks[r.name] = 0
                 continue
             evaluable += 1
             held = all(values)
-            holding += held and all(gate)
-            self._streaks[r.name] = self._streaks.get(r.name, 0) + 1 if held else 0
-            if self._streaks[r.name] >= r.patience and all(gate):
+            holding += held
+            streak = self._streaks[r.name] = self._streaks.get(r.name, 0) + 1 if held else 0
+            # active from the decision where the streak has reached the patience with the gate
+            # holding, for as long as the streak goes on (the onset is reported once)
+            gate_open = all(conditions[c] is True for c in r.gate)
+            if streak >= r.patience and (gate_open or r.name in previously_active):
                 self._active_rules.append(r.name)
         if self._active_rules:
             return Reason.SIGNATURE, not was_active
@@ -615,7 +635,9 @@ class NearInterpolationDetector:
         for r in rules:
             if r.name in self._active_rules:
                 return self._streaks[r.name], r.name
-        streak, name = max(((self._streaks.get(r.name, 0), r.name) for r in rules), default=(0, None))
+        streak, _, name = max(
+            ((self._streaks.get(r.name, 0), -i, r.name) for i, r in enumerate(rules)), default=(0, 0, None)
+        )
         return streak, (name if streak else None)
 
     # ------------------------------------------------------------------ state
@@ -650,6 +672,9 @@ class NearInterpolationDetector:
         if "streak" in state and not self._streaks:  # a checkpoint from before the rules (one streak)
             rules = self.rules()
             self._streaks = {rules[0].name: int(state["streak"])}
+            for r in rules[1:]:
+                if r.conditions == ("val_stalled",):  # its streak is the count of stalled validations
+                    self._streaks[r.name] = self._since_best
         if "active_rules" in state:
             self._active_rules = [str(n) for n in state["active_rules"]]
         else:  # before gates: a rule was active when its streak reached its patience

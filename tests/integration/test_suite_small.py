@@ -65,9 +65,10 @@ def test_each_task_runs_and_traces(task: str, tmp_path: Path) -> None:
     assert again["trace"] == r["trace"]
 
 
-def test_hf_task_starts_from_the_lightning_task_weights_and_restores_the_best_epoch(tmp_path: Path) -> None:
+def test_hf_task_starts_from_the_lightning_task_weights_and_restores_as_configured(tmp_path: Path) -> None:
     """``bert_majority_hf`` trains the Lightning task's model (same initial weights); Hugging Face's
-    ``load_best_model_at_end`` and normguard's restore both end on the first best validation epoch."""
+    ``load_best_model_at_end`` ends on the first best validation epoch, and ``hold_floor`` (default
+    ``restore_best_at_end="engaged"``) leaves a run it never regularised as trained."""
     pytest.importorskip("transformers")
     from suite.tasks import majority_bert
 
@@ -78,15 +79,18 @@ def test_hf_task_starts_from_the_lightning_task_weights_and_restores_the_best_ep
     hf_model = TASKS["bert_majority_hf"].build_model(data)
     assert all(torch.equal(v, hf_model.state_dict()[k]) for k, v in lightning_model.state_dict().items())
 
-    for arm in ("early_stopping", "hold_floor_restore"):
-        # seed 2 at 35 % noise: validation accuracy best at epoch 10 of 11 (saved trace of the suite)
-        r = hf_harness.run("bert_majority_hf", 0.35, 2, arm, epochs=11, root=tmp_path)
-        best = analysis.best_epoch(r)
-        assert best < r["epochs_trained"], "the validation metric peaked at the last epoch: nothing to restore"
-        assert r["final_test_metric"] == r["trace"][best - 1]["test_metric"] != r["trace"][-1]["test_metric"]
-        assert r["restored_checkpoint"] == (arm == "early_stopping")
-        if arm == "hold_floor_restore":
-            assert [e["kind"] for e in r["events"]][-1] == "restore"
+    # seed 2 at 35 % noise: validation accuracy best at epoch 10 of 11 (saved trace of the suite)
+    es = hf_harness.run("bert_majority_hf", 0.35, 2, "early_stopping", epochs=11, root=tmp_path)
+    best = analysis.best_epoch(es)
+    assert best < es["epochs_trained"], "the validation metric peaked at the last epoch: nothing to restore"
+    assert es["final_test_metric"] == es["trace"][best - 1]["test_metric"] != es["trace"][-1]["test_metric"]
+    assert es["restored_checkpoint"]
+
+    hold = hf_harness.run("bert_majority_hf", 0.35, 2, "hold_floor_restore", epochs=11, root=tmp_path)
+    assert [t["val_metric"] for t in hold["trace"]] == [t["val_metric"] for t in es["trace"]]
+    assert min(t["train_loss"] for t in hold["trace"]) > hold["floor"]  # so the controller never engaged
+    assert kinds(hold).isdisjoint({"weight_decay_changed", "restore"}) and not hold["restored_checkpoint"]
+    assert hold["final_test_metric"] == hold["trace"][-1]["test_metric"]
 
 
 def test_no_intervention_on_35_percent_noise_goes_under_the_floor(tmp_path: Path) -> None:

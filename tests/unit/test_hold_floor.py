@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -247,5 +248,7 @@ def test_restore_at_the_end_follows_the_setting(setting: bool | str, engaged: bo
 def test_restore_setting_is_checked() -> None:
     with pytest.raises(ValueError, match="`restore_best_at_end` to be True, False or 'engaged'"):
         HoldNoiseFloor(restore_best_at_end="always")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="`restore_best_at_end`"):
+    with pytest.raises(TypeError, match="`restore_best_at_end` to be a bool"):
         HoldNoiseFloor(restore_best_at_end=1)  # type: ignore[arg-type]
+    assert HoldNoiseFloor(restore_best_at_end=np.True_).restore_best_at_end is True  # type: ignore[arg-type]
+    assert not HoldNoiseFloor(restore_best_at_end=np.False_).needs_best_weights  # type: ignore[arg-type]
