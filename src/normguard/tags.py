@@ -26,7 +26,7 @@ tag                                                 value
 ``normguard-layers/init_distance/<layer>``          ‖w − w₀‖ of one layer (when tracked)
 ``normguard-layers/update_size/<layer>``            ‖w_t − w_prev‖ of one layer (when tracked)
 ``normguard-timeline/condition/<name>``             1 when a detector condition holds, else 0
-``normguard-timeline/condition/streak``             decisions in a row with every condition held
+``normguard-timeline/condition/streak``             the leading rule's streak (decisions in a row)
 ``normguard-timeline/event/<kind>``                 1 at the step an event happened
 ``normguard/events`` (text)                         one paragraph per event; TensorBoard's Text
                                                     tab names it ``normguard/events/text_summary``
