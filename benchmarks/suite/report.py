@@ -6,6 +6,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from normguard.detector import Condition
+
 from .analysis import best_epoch, fmt, med, series, still_improving
 from .harness import RESULTS_DIR, trace_path
 from .tasks import TASKS
@@ -100,7 +102,7 @@ def improves_later(run: dict[str, Any], epoch: int) -> bool:
 
 
 # ---------------------------------------------------------------------- detector conditions
-CONDITION_NAMES = ("below_floor", "near_floor", "val_stalled", "norm_growing", "gap_widening")
+CONDITION_NAMES = tuple(c.value for c in Condition)  # the detector's own, in its order
 NOT_DECIDED = ("recorded", "non_finite")
 
 
