@@ -7,6 +7,10 @@
    not grow with the tensor count beyond ``_foreach_norm``'s chunking.
 4. Achieved bandwidth of the pass vs a measured device-to-device copy for a ≥ 1 GB model
    (target ≥ 80 %), and the per-tensor ``.item()`` peer loop for the ratio.
+5. ``hold_floor`` on CUDA: a plain loop with Adam (normguard's own shrink hook) and AdamW
+   (its ``weight_decay``), sync debug mode "error" on every non-check step, the controller
+   engaged, and the best-validation weights back on the model's device at the end; then
+   the same action in a real Lightning ``Trainer`` and a Hugging Face ``Trainer`` on the GPU.
 
 Prints markdown tables. Without CUDA: prints "CUDA not available: skipped" and exits 0.
 
@@ -17,6 +21,7 @@ Prints markdown tables. Without CUDA: prints "CUDA not available: skipped" and e
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -26,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from normguard import norms
 from normguard.norms import NormEngine
 
 SKIP_MESSAGE = "CUDA not available: skipped"
@@ -232,6 +238,233 @@ def peers_many(device: str = "cuda", tensors: int = 1000, numel: int = 4096, rep
     }
 
 
+def split_sweep(
+    device: str = "cuda",
+    total_bytes: int = 2**29,
+    tensor_bytes: tuple[int, ...] = (2**16, 2**20, 2**22, 2**24, 2**26),
+    thresholds: tuple[float, ...] = (math.inf, 2**20, 2**22, 2**24, 2**26, 0),
+) -> list[dict[Any, Any]]:
+    """The engine's pass as a fraction of copy bandwidth, per tensor size, per ``LARGE_TENSOR_BYTES``.
+
+    ``inf``: every tensor through ``_foreach_norm``; ``0``: one ``vector_norm`` per tensor.
+    """
+    default = norms.LARGE_TENSOR_BYTES
+    try:
+        rows = [_sweep_one(device, size, max(1, total_bytes // size), thresholds) for size in tensor_bytes]
+    finally:
+        norms.LARGE_TENSOR_BYTES = default
+    return rows
+
+
+def _sweep_one(device: str, size: int, count: int, thresholds: tuple[float, ...]) -> dict[Any, Any]:
+    model = nn.ParameterList(nn.Parameter(torch.randn(size // 4, device=device)) for _ in range(count))
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    dst = torch.empty_like(flat)
+    fns: dict[str, Callable[[], object]] = {"copy": lambda: dst.copy_(flat)}
+    for threshold in thresholds:
+        fns[str(threshold)] = _pass_at(threshold, NormEngine(model))
+    t = timed(fns, device, repeats=7, inner=5)
+    copy_bw = 2 * flat.numel() * 4 / t["copy"]
+    row: dict[Any, Any] = {"tensor_bytes": size, "tensors": count}
+    for threshold in thresholds:
+        row[threshold] = flat.numel() * 4 / t[str(threshold)] / copy_bw
+    return row
+
+
+def _threshold_name(threshold: float) -> str:
+    if threshold == math.inf:
+        return "all fused"
+    return "all alone" if threshold == 0 else f"≥ {threshold / 2**20:g} MiB alone"
+
+
+def _pass_at(threshold: float, engine: NormEngine) -> Callable[[], object]:
+    def run() -> object:
+        norms.LARGE_TENSOR_BYTES = threshold  # read at each pass
+        return engine.compute().to_host()
+
+    return run
+
+
+# ------------------------------------------------------------------ 5. hold_floor on CUDA
+def _noisy_classes(n: int, seed: int, device: str, noise: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian blobs of 4 classes, a fraction ``noise`` of labels replaced by random ones."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(4, 32, generator=torch.Generator().manual_seed(99)) * 1.5
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = centres[y] + torch.randn(n, 32, generator=g)
+    flip = torch.rand(n, generator=g) < noise
+    y = torch.where(flip, torch.randint(0, 4, (n,), generator=g), y)
+    return x.to(device), y.to(device)
+
+
+def _restored_best(model: nn.Module, best: Any) -> bool:
+    """Whether every tensor of ``model`` equals the guard's best-validation copy, on the model's device."""
+    if best is None or best.state is None:
+        return False
+    current = model.state_dict()
+    return all(
+        k in current and current[k].device == next(model.parameters()).device and torch.equal(current[k].cpu(), v.cpu())
+        for k, v in best.state.items()
+    )
+
+
+def hold_floor_loop(device: str = "cuda", optimizer: str = "adam", steps: int = 200, every: int = 10) -> dict[str, Any]:
+    """``NormGuard(action="hold_floor")`` in a plain loop: no sync off check steps, engaged, restored."""
+    import normguard
+    from normguard.detector import label_noise_floor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 4)).to(device)
+    make = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+    opt = make(model.parameters(), lr=3e-3)
+    x, y = _noisy_classes(256, 0, device)
+    xv, yv = _noisy_classes(256, 1, device)
+    floor = label_noise_floor(0.65, 4)
+    guard = normguard.NormGuard(model, opt, every_n_steps=every, noise_floor=floor, action="hold_floor")
+    on_cuda = torch.device(device).type == "cuda"
+    error, step = None, 0
+    try:
+        for step in range(1, steps + 1):
+            check_step = step % every == 0
+            if on_cuda and not check_step:
+                torch.cuda.set_sync_debug_mode("error")
+            try:
+                idx = torch.arange((step * 32) % 256, (step * 32) % 256 + 32, device=device)
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                guard.step(loss.detach())
+            finally:
+                if on_cuda:
+                    torch.cuda.set_sync_debug_mode("default")
+            if check_step:
+                with torch.no_grad():
+                    guard.validation_end(nn.functional.cross_entropy(model(xv), yv))
+    except RuntimeError as exc:  # raised by the sync debug mode
+        error = f"step {step}: {exc}".splitlines()[0]
+    action = guard.monitor.action
+    guard.close()
+    return {
+        "optimizer": type(opt).__name__,
+        "error": error,
+        "engaged": bool(getattr(action, "engaged", False)),
+        "max_decay": max(action.scalars().values(), default=0.0),
+        "restored": _restored_best(model, guard.monitor.best),
+        "device": str(next(model.parameters()).device),
+    }
+
+
+def hold_floor_lightning(device: str = "cuda", epochs: int = 40) -> dict[str, Any]:
+    """``NormGuardCallback(action="hold_floor", monitor="val_acc")`` in a Lightning ``Trainer`` on the GPU."""
+    import lightning as L
+
+    from normguard.detector import label_noise_floor
+    from normguard.lightning import NormGuardCallback
+
+    class Blobs(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 4))
+
+        def training_step(self, batch: Any, _: int) -> torch.Tensor:
+            self.trained_on = str(batch[0].device)  # Lightning moves the model back to the CPU at teardown
+            loss = nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+            self.log("train_loss", loss)
+            return loss
+
+        def validation_step(self, batch: Any, _: int) -> None:
+            logits = self.net(batch[0])
+            self.log("val_loss", nn.functional.cross_entropy(logits, batch[1]))
+            self.log("val_acc", (logits.argmax(-1) == batch[1]).float().mean())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    L.seed_everything(0, verbose=False)
+    data = [torch.utils.data.TensorDataset(*_noisy_classes(256, seed, "cpu")) for seed in (0, 1)]
+    train = torch.utils.data.DataLoader(data[0], batch_size=32, shuffle=True)
+    val = torch.utils.data.DataLoader(data[1], batch_size=256)
+    floor = label_noise_floor(0.65, 4)
+    guard = NormGuardCallback(8, noise_floor=floor, action="hold_floor", monitor="val_acc", mode="max")
+    module = Blobs()
+    trainer = L.Trainer(
+        accelerator="cuda" if torch.device(device).type == "cuda" else "cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[guard],
+    )
+    trainer.fit(module, train, val)
+    action = guard.monitor.action if guard.monitor is not None else None
+    return {
+        "front door": "Lightning Trainer",
+        "engaged": bool(getattr(action, "engaged", False)),
+        "max_decay": max(action.scalars().values(), default=0.0) if action is not None else 0.0,
+        "restored": guard.monitor is not None and _restored_best(module, guard.monitor.best),
+        "device": f"{module.trained_on} (trained; on the CPU after Lightning's teardown)",
+    }
+
+
+def hold_floor_transformers(device: str = "cuda", epochs: int = 25) -> dict[str, Any]:
+    """``NormGuardTrainerCallback(action="hold_floor")`` in a Hugging Face ``Trainer`` on the GPU (tiny BERT)."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+
+    from normguard import demos
+    from normguard.detector import label_noise_floor
+    from normguard.transformers import NormGuardTrainerCallback
+
+    class Sequences(torch.utils.data.Dataset):
+        def __init__(self, n: int, seed: int) -> None:
+            g = torch.Generator().manual_seed(seed)
+            self.x = torch.randint(1, 100, (n, 16), generator=g)
+            clean = (self.x[:, 0] < 50).long()
+            self.y = torch.where(torch.rand(n, generator=g) < 0.3, 1 - clean, clean)
+
+        def __len__(self) -> int:
+            return len(self.x)
+
+        def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+            return {"input_ids": self.x[i], "labels": self.y[i]}
+
+    guard = NormGuardTrainerCallback(noise_floor=label_noise_floor(0.6, 2), action="hold_floor")
+    model = demos.tiny_bert(num_labels=2, seed=0)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=64,
+            learning_rate=3e-3,
+            weight_decay=0.01,
+            num_train_epochs=epochs,
+            eval_strategy="steps",
+            eval_steps=8,
+            logging_steps=4,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=torch.device(device).type != "cuda",
+            disable_tqdm=True,
+            seed=0,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=Sequences(128, 0), eval_dataset=Sequences(128, 1), callbacks=[guard]
+        )
+        trainer.train()
+    action = guard.monitor.action if guard.monitor is not None else None
+    return {
+        "front door": "Hugging Face Trainer",
+        "engaged": bool(getattr(action, "engaged", False)),
+        "max_decay": max(action.scalars().values(), default=0.0) if action is not None else 0.0,
+        "restored": guard.monitor is not None and _restored_best(trainer.model, guard.monitor.best),
+        "device": str(next(trainer.model.parameters()).device),
+    }
+
+
 # ------------------------------------------------------------------ report
 def report(device: str, quick: bool) -> tuple[str, bool]:
     """Run every check on ``device``; the markdown report and whether all targets were met."""
@@ -285,9 +518,50 @@ def report(device: str, quick: bool) -> tuple[str, bool]:
         f"| {pm['tensors']} × 4096 fp32 | {pm['normguard_ms']:.3f} ms | | | | | {pm['peers_ms']:.3f} ms "
         f"| {pm['speedup_vs_peers']:.2f}× |"
     )
+    sweep = split_sweep(device, total_bytes=2**27 if quick else 2**29)
+    thresholds = [k for k in sweep[0] if k not in ("tensor_bytes", "tensors")]
+    names = [_threshold_name(k) for k in thresholds]
+    default_mib = norms.LARGE_TENSOR_BYTES / 2**20
     lines += [
         "",
-        f"Targets (correctness, no sync off check steps, pass ≥ 80 % of copy bandwidth): "
+        f"Pass / copy bandwidth by tensor size and `LARGE_TENSOR_BYTES` (default {default_mib:g} MiB):",
+        "",
+        "| tensor size | tensors | " + " | ".join(names) + " |",
+        "|---:|---:|" + "---:|" * len(names),
+    ]
+    for r in sweep:
+        cells = " | ".join(f"{r[k]:.0%}" for k in thresholds)
+        lines.append(f"| {r['tensor_bytes'] / 2**20:g} MiB | {r['tensors']} | {cells} |")
+    lines += [
+        "",
+        '| hold_floor run | sync debug "error" off check steps | engaged | largest λ | best weights restored '
+        "| model on |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for opt_name in ("adam", "adamw"):
+        r = hold_floor_loop(device, opt_name)
+        lines.append(
+            f"| plain loop, {r['optimizer']} | {'no sync raised' if r['error'] is None else 'RAISED: ' + r['error']} "
+            f"| {'yes' if r['engaged'] else 'NO'} | {r['max_decay']:.3g} | {'yes' if r['restored'] else 'NO'} "
+            f"| {r['device']} |"
+        )
+        ok &= r["error"] is None and r["engaged"] and r["restored"] and r["device"].startswith("cuda")
+    for run in (hold_floor_lightning, hold_floor_transformers):
+        try:
+            r = run(device)
+        except Exception as exc:  # a front door that fails on the GPU is a finding, not a crash of the check
+            lines.append(f"| {run.__name__} | FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]} | | | | |")
+            ok = False
+            continue
+        lines.append(
+            f"| {r['front door']} | (not enforced: the framework syncs) | {'yes' if r['engaged'] else 'NO'} "
+            f"| {r['max_decay']:.3g} | {'yes' if r['restored'] else 'NO'} | {r['device']} |"
+        )
+        ok &= r["engaged"] and r["restored"] and r["device"].startswith("cuda")
+    lines += [
+        "",
+        f"Targets (correctness, no sync off check steps, pass ≥ 80 % of copy bandwidth, hold_floor engaged "
+        f"and restored on the GPU in every front door): "
         f"{'all met' if ok else 'NOT all met'}. Wall time {time.perf_counter() - t0:.0f} s.",
     ]
     return "\n".join(lines), ok

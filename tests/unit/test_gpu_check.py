@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +88,44 @@ def test_report_on_cpu_has_every_table(gpu_check: ModuleType, monkeypatch: pytes
     )
     small_launches = gpu_check.launches_per_pass
     monkeypatch.setattr(gpu_check, "launches_per_pass", lambda device, counts: small_launches(device, (4,)))
+    small_sweep = gpu_check.split_sweep
+    monkeypatch.setattr(gpu_check, "split_sweep", lambda device, total_bytes: small_sweep(device, 2**16, (2**12,)))
+    ran = {"front door": "stub", "engaged": True, "max_decay": 1.0, "restored": True, "device": "cuda:0"}
+    monkeypatch.setattr(gpu_check, "hold_floor_lightning", lambda device: ran)
+    monkeypatch.setattr(gpu_check, "hold_floor_transformers", lambda device: ran)
     text, _ = gpu_check.report("cpu", quick=True)
-    for heading in ("max rel. error vs float64", "Sync debug mode", "CUDA kernels per check", "pass / copy"):
+    for heading in (
+        "max rel. error vs float64",
+        "Sync debug mode",
+        "CUDA kernels per check",
+        "pass / copy",
+        "`LARGE_TENSOR_BYTES`",
+        "| plain loop, Adam | no sync raised | yes",
+        "| plain loop, AdamW | no sync raised | yes",
+    ):
         assert heading in text
+
+
+def test_split_sweep_restores_the_threshold(gpu_check: ModuleType) -> None:
+    from normguard import norms
+
+    before = norms.LARGE_TENSOR_BYTES
+    rows = gpu_check.split_sweep("cpu", total_bytes=2**14, tensor_bytes=(2**10, 2**12), thresholds=(math.inf, 0))
+    assert before == norms.LARGE_TENSOR_BYTES
+    assert [(r["tensor_bytes"], r["tensors"]) for r in rows] == [(2**10, 16), (2**12, 4)]
+    assert all(r[math.inf] > 0 and r[0] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_hold_floor_loop_engages_and_restores_on_cpu(gpu_check: ModuleType, optimizer: str) -> None:
+    result = gpu_check.hold_floor_loop("cpu", optimizer)
+    assert result["error"] is None and result["engaged"] and result["restored"]
+    assert result["max_decay"] > 1e-3  # raised above hold_floor's starting λ
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("front_door", ["hold_floor_lightning", "hold_floor_transformers"])
+def test_hold_floor_front_doors_engage_and_restore_on_cpu(gpu_check: ModuleType, front_door: str) -> None:
+    pytest.importorskip("transformers")
+    result = getattr(gpu_check, front_door)("cpu")
+    assert result["engaged"] and result["restored"] and result["max_decay"] > 1e-3
