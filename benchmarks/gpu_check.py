@@ -21,7 +21,6 @@ Prints markdown tables. Without CUDA: prints "CUDA not available: skipped" and e
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import time
@@ -31,7 +30,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from normguard import norms
 from normguard.norms import NormEngine
 
 SKIP_MESSAGE = "CUDA not available: skipped"
@@ -238,53 +236,6 @@ def peers_many(device: str = "cuda", tensors: int = 1000, numel: int = 4096, rep
     }
 
 
-def split_sweep(
-    device: str = "cuda",
-    total_bytes: int = 2**29,
-    tensor_bytes: tuple[int, ...] = (2**16, 2**20, 2**22, 2**24, 2**26),
-    thresholds: tuple[float, ...] = (math.inf, 2**20, 2**22, 2**24, 2**26, 0),
-) -> list[dict[Any, Any]]:
-    """The engine's pass as a fraction of copy bandwidth, per tensor size, per ``LARGE_TENSOR_BYTES``.
-
-    ``inf``: every tensor through ``_foreach_norm``; ``0``: one ``vector_norm`` per tensor.
-    """
-    default = norms.LARGE_TENSOR_BYTES
-    try:
-        rows = [_sweep_one(device, size, max(1, total_bytes // size), thresholds) for size in tensor_bytes]
-    finally:
-        norms.LARGE_TENSOR_BYTES = default
-    return rows
-
-
-def _sweep_one(device: str, size: int, count: int, thresholds: tuple[float, ...]) -> dict[Any, Any]:
-    model = nn.ParameterList(nn.Parameter(torch.randn(size // 4, device=device)) for _ in range(count))
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-    dst = torch.empty_like(flat)
-    fns: dict[str, Callable[[], object]] = {"copy": lambda: dst.copy_(flat)}
-    for threshold in thresholds:
-        fns[str(threshold)] = _pass_at(threshold, NormEngine(model))
-    t = timed(fns, device, repeats=7, inner=5)
-    copy_bw = 2 * flat.numel() * 4 / t["copy"]
-    row: dict[Any, Any] = {"tensor_bytes": size, "tensors": count}
-    for threshold in thresholds:
-        row[threshold] = flat.numel() * 4 / t[str(threshold)] / copy_bw
-    return row
-
-
-def _threshold_name(threshold: float) -> str:
-    if threshold == math.inf:
-        return "all fused"
-    return "all alone" if threshold == 0 else f"≥ {threshold / 2**20:g} MiB alone"
-
-
-def _pass_at(threshold: float, engine: NormEngine) -> Callable[[], object]:
-    def run() -> object:
-        norms.LARGE_TENSOR_BYTES = threshold  # read at each pass
-        return engine.compute().to_host()
-
-    return run
-
-
 # ------------------------------------------------------------------ 5. hold_floor on CUDA
 def _noisy_classes(n: int, seed: int, device: str, noise: float = 0.35) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian blobs of 4 classes, a fraction ``noise`` of labels replaced by random ones."""
@@ -413,7 +364,7 @@ def hold_floor_transformers(device: str = "cuda", epochs: int = 25) -> dict[str,
     """``NormGuardTrainerCallback(action="hold_floor")`` in a Hugging Face ``Trainer`` on the GPU (tiny BERT)."""
     import tempfile
 
-    from transformers import Trainer, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainingArguments
 
     from normguard import demos
     from normguard.detector import label_noise_floor
@@ -454,6 +405,7 @@ def hold_floor_transformers(device: str = "cuda", epochs: int = 25) -> dict[str,
         trainer = Trainer(
             model=model, args=args, train_dataset=Sequences(128, 0), eval_dataset=Sequences(128, 1), callbacks=[guard]
         )
+        trainer.remove_callback(PrinterCallback)  # the report is the check's output, not the training log
         trainer.train()
     action = guard.monitor.action if guard.monitor is not None else None
     return {
@@ -518,20 +470,6 @@ def report(device: str, quick: bool) -> tuple[str, bool]:
         f"| {pm['tensors']} × 4096 fp32 | {pm['normguard_ms']:.3f} ms | | | | | {pm['peers_ms']:.3f} ms "
         f"| {pm['speedup_vs_peers']:.2f}× |"
     )
-    sweep = split_sweep(device, total_bytes=2**27 if quick else 2**29)
-    thresholds = [k for k in sweep[0] if k not in ("tensor_bytes", "tensors")]
-    names = [_threshold_name(k) for k in thresholds]
-    default_mib = norms.LARGE_TENSOR_BYTES / 2**20
-    lines += [
-        "",
-        f"Pass / copy bandwidth by tensor size and `LARGE_TENSOR_BYTES` (default {default_mib:g} MiB):",
-        "",
-        "| tensor size | tensors | " + " | ".join(names) + " |",
-        "|---:|---:|" + "---:|" * len(names),
-    ]
-    for r in sweep:
-        cells = " | ".join(f"{r[k]:.0%}" for k in thresholds)
-        lines.append(f"| {r['tensor_bytes'] / 2**20:g} MiB | {r['tensors']} | {cells} |")
     lines += [
         "",
         '| hold_floor run | sync debug "error" off check steps | engaged | largest λ | best weights restored '

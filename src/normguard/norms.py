@@ -8,9 +8,8 @@ Frozen parameters (``requires_grad=False``) are left out unless asked for.
 One pure reduction, :func:`_reduce`, serves the engine and the functional
 :func:`layer_norms` / :func:`total_norm`: one ``torch._foreach_norm`` per (device, dtype)
 bucket (a ``vector_norm`` per tensor where a device has no foreach kernels, as
-``torch.nn.utils.clip_grad`` does, and for CUDA tensors of ``LARGE_TENSOR_BYTES`` or
-more), per-tensor *norms* combined into per-layer norms in float64, results left on the
-device. Nothing here moves a number to the host;
+``torch.nn.utils.clip_grad`` does), per-tensor *norms* combined into per-layer norms in
+float64, results left on the device. Nothing here moves a number to the host;
 :meth:`NormSnapshot.to_host` is the one device→host transfer.
 
 Precision: the engine's pass accumulates 16/32-bit weights in float32 and float64 weights
@@ -225,42 +224,13 @@ def _scaled_norm(tensor: Tensor, accumulate: torch.dtype | None, out: torch.dtyp
     return torch.linalg.vector_norm(tensor / scale, 2, dtype=accumulate).to(out) * scale.to(out)
 
 
-LARGE_TENSOR_BYTES = 16 * 2**20
-"""On CUDA, a tensor of at least this many bytes gets a ``vector_norm`` launch of its own.
-
-``_foreach_norm`` walks tensors in fixed chunks with a capped number of blocks per launch,
-which reads a large tensor at about half of a device-to-device copy's bandwidth on an H200
-(``benchmarks/gpu_check.py``); one ``vector_norm`` per large tensor fills the GPU, and its
-launch costs less than the read. Small tensors stay fused, one launch for all of them.
-"""
-
-
-def _fused_norms(tensors: list[Tensor], accumulate: torch.dtype | None, large_bytes: float) -> Tensor:
-    """Per-tensor ℓ2 norms: ``_foreach_norm`` for tensors under ``large_bytes``, ``vector_norm`` for the rest.
-
-    Example:
-        >>> ts = [torch.ones(4), torch.full((100,), 2.0), torch.ones(9)]
-        >>> _fused_norms(ts, None, large_bytes=256).tolist()  # the middle one (400 bytes) alone
-        [2.0, 20.0, 3.0]
-    """
-    big = [t.numel() * t.element_size() >= large_bytes for t in tensors]
-    if not any(big):
-        return torch.stack(torch._foreach_norm(tensors, 2, dtype=accumulate))
-    small = [t for t, b in zip(tensors, big) if not b]
-    fused = iter(torch._foreach_norm(small, 2, dtype=accumulate) if small else ())
-    return torch.stack(
-        [torch.linalg.vector_norm(t, 2, dtype=accumulate) if b else next(fused) for t, b in zip(tensors, big)]
-    )
-
-
 def _tensor_norms(tensors: list[Tensor], bucket: _Bucket, wide: bool, home: torch.device, out: torch.dtype) -> Tensor:
     """The ℓ2 norm of each tensor of one bucket, as a 1-d ``out`` tensor on ``home``."""
     accumulate, scaled = _accumulation(bucket.dtype, bucket.device, wide)
     if scaled:
         norms = torch.stack([_scaled_norm(t, accumulate, out) for t in tensors])
     elif _device_has_foreach_support(bucket.device):
-        large = LARGE_TENSOR_BYTES if bucket.device.type == "cuda" else math.inf
-        norms = _fused_norms(tensors, accumulate, large)
+        norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=accumulate))
     else:  # no fused kernel for this device: one reduction per tensor, as clip_grad falls back
         norms = torch.stack([torch.linalg.vector_norm(t, 2, dtype=accumulate) for t in tensors])
     return norms.to(device=home, dtype=out, non_blocking=True)

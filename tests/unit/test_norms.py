@@ -283,35 +283,6 @@ def test_vector_norm_fallback_where_foreach_is_unsupported(monkeypatch: pytest.M
     assert host.layer_norms == pytest.approx(want, rel=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_large_tensors_get_their_own_reduction_in_order(dtype: torch.dtype) -> None:
-    """The CUDA split (large tensors alone, the rest fused) keeps each tensor's norm in its place."""
-    from normguard.norms import _fused_norms
-
-    g = torch.Generator().manual_seed(0)
-    tensors = [torch.randn(n, generator=g).to(dtype) for n in (3, 5000, 7, 1, 8000, 2)]
-    want = [t.double().norm().item() for t in tensors]
-    accumulate = torch.float32 if dtype == torch.bfloat16 else None
-    for large_bytes in (math.inf, 4000 * tensors[0].element_size(), 0):
-        with torch.autograd.profiler.profile() as prof:
-            got = _fused_norms(tensors, accumulate, large_bytes)
-        assert got.tolist() == pytest.approx(want, rel=1e-5)
-        top_level = [e.name for e in prof.function_events if e.cpu_parent is None]  # not _foreach_norm's own
-        alone = top_level.count("aten::linalg_vector_norm")
-        assert alone == sum(t.numel() * t.element_size() >= large_bytes for t in tensors)
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_engine_with_large_tensors_matches_the_reference(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import normguard.norms as norms
-
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 3)).to(device)
-    monkeypatch.setattr(norms, "LARGE_TENSOR_BYTES", 1024)  # the 64x64 weights (16 kB) go alone on CUDA
-    host, _ = NormEngine(model).compute().to_host()
-    assert host.layer_norms == pytest.approx(reference_layer_norms(group_parameters(model, False)), rel=1e-6)
-
-
 def test_compute_records_no_graph() -> None:
     model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
     engine = NormEngine(model, track_init_distance=True, track_update_size=True)
