@@ -1,10 +1,12 @@
 """What normguard adds to a checkpoint, with and without the best weights (issue 12.9).
 
 A restore-best action (``action="stop"``, ``HoldNoiseFloor(restore_best_at_end=True)``)
-keeps one copy of the model's ``state_dict()``; by default it is part of the guard's state,
-so every checkpoint carries it. ``best_weights_in_checkpoint=False`` leaves it out (a
-resumed run learns "best" again from its next validation). This measures the saved bytes
-of the guard's state both ways on a transformer of realistic size, next to the model's own.
+keeps one copy of the model's ``state_dict()``; without a known noise floor the detector's
+``drifted`` condition keeps two copies of the measured weights (w₀ and w_best). By default
+they are part of the guard's state, so every checkpoint carries them.
+``best_weights_in_checkpoint=False`` leaves them out (a resumed run learns "best" again from
+its next validation and measures drift from the resumed weights). This measures the saved
+bytes of the guard's state each way on a transformer of realistic size, next to the model's own.
 
 Run: ``python benchmarks/checkpoint_size.py [--layers 6] [--width 512]``
 """
@@ -37,19 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     rows = []
-    for keep in (True, False):
-        guard = ng.NormGuard(model, opt, every_n_steps=1, action="stop", best_weights_in_checkpoint=keep)
-        guard.step(torch.tensor(1.0))
-        guard.validation_end(torch.tensor(1.0))  # a best point exists: the copy is held in memory either way
-        rows.append((keep, saved_bytes(guard.state_dict())))
-        guard.close()
+    settings = (("stop", 1.0), ("stop", None), (None, None))  # (action, noise floor): None floor tracks drift
+    for action, floor in settings:
+        for keep in (True, False):
+            guard = ng.NormGuard(
+                model, opt, every_n_steps=1, action=action, noise_floor=floor, best_weights_in_checkpoint=keep
+            )
+            guard.step(torch.tensor(1.0))
+            guard.validation_end(torch.tensor(1.0))  # a best point exists: the copies are held in memory either way
+            rows.append((action or "warn (default)", floor, keep, saved_bytes(guard.state_dict())))
+            guard.close()
     model_bytes = saved_bytes(model.state_dict())
     print(f"Command: `python benchmarks/checkpoint_size.py --layers {args.layers} --width {args.width}`\n")
     print(f"model: {params / 1e6:.1f} M parameters, state_dict {model_bytes / 2**20:.1f} MiB (float32)\n")
-    print("| best_weights_in_checkpoint | guard state in a checkpoint | relative to the model's state_dict |")
-    print("|---|---|---|")
-    for keep, size in rows:
-        print(f"| {keep} | {size / 2**20:.2f} MiB ({size:,} bytes) | {size / model_bytes:.3f}x |")
+    print(
+        "| action | noise floor | best_weights_in_checkpoint | guard state in a checkpoint "
+        "| relative to the model's state_dict |"
+    )
+    print("|---|---|---|---|---|")
+    for action, floor, keep, size in rows:
+        print(f"| {action} | {floor} | {keep} | {size / 2**20:.2f} MiB ({size:,} bytes) | {size / model_bytes:.3f}x |")
     return 0
 
 

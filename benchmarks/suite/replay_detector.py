@@ -4,8 +4,10 @@ and alternatives that were tried — and compare the stop it would have made
 with EarlyStopping(patience=10) + best checkpoint, replayed on the same traces.
 
 The detector only sees host floats once per check, so feeding it a trace's per-epoch
-training loss, validation loss and metric and total norm is what ``NormGuardCallback`` does
-at each validation (the suite checks once per epoch). A stop restores the best validation
+training loss, validation loss and metric, total norm and drift share (‖w − w_best‖ /
+‖w − w₀‖, from the distances the harness records) is what ``NormGuardCallback`` does at
+each validation (the suite checks once per epoch; the harness's w₀ is the initial weights,
+the guard's the weights at its first check). A stop restores the best validation
 metric up to the stop, as ``action="stop"`` with ``monitor=`` does. The known-floor replay
 is checked against the real ``stop`` arm where its result is saved (same stop epoch).
 
@@ -59,6 +61,15 @@ ALTERNATIVES: dict[str, tuple[tuple[Condition, int], ...]] = {
     "auto, at patience 6 (the default before)": (
         (lambda c: all(bool(c[k]) for k in ("below_floor", "val_stalled", "norm_growing", "gap_widening")), 6),
     ),
+    "auto, norm_growing in place of the drifted gate (the default before drift)": (
+        (lambda c: all(bool(c[k]) for k in ("below_floor", "val_stalled", "norm_growing", "gap_widening")), 10),
+    ),
+    "none, norm_growing in place of the drifted gate (the default before drift)": (
+        (lambda c: all(bool(c[k]) for k in ("val_stalled", "norm_growing", "gap_widening")), 10),
+    ),
+    "none, no norm condition (val_stalled ∧ gap_widening at 10)": (
+        (lambda c: all(bool(c[k]) for k in ("val_stalled", "gap_widening")), 10),
+    ),
 }
 SETTINGS: tuple[str, ...] = ("known", "auto", "none", *ALTERNATIVES)
 REAL_ARMS = {"known": "stop", "auto": "stop_auto"}  # settings also run for real: the arm that did
@@ -80,6 +91,7 @@ def replay(run: dict[str, Any], setting: str) -> int | None:
             train_loss=row["train_loss"],
             val_loss=row["val_loss"],
             val_metric=row["val_metric"],
+            drift=drift_share(row),
         )
         if rules is not None:
             streaks = [n + 1 if held(verdict.conditions) else 0 for n, (held, _) in zip(streaks, rules)]
@@ -88,6 +100,12 @@ def replay(run: dict[str, Any], setting: str) -> int | None:
         elif verdict.fired:
             return int(row["epoch"])
     return None
+
+
+def drift_share(row: dict[str, Any]) -> float | None:
+    """‖w − w_best‖ / ‖w − w₀‖ of one trace row (the harness records both distances each epoch)."""
+    travelled = row.get("dist_init")
+    return row["dist_best"] / travelled if travelled and "dist_best" in row else None
 
 
 def _gain(run: dict[str, Any], value: float, reference: float) -> float:

@@ -89,6 +89,7 @@ class Monitor:
         self.model = model
         self.options = options
         self.optimizers = list(optimizers)
+        self.detector = options.resolved_detector
         self.engine = NormEngine(
             model,
             include_frozen=options.include_frozen,
@@ -96,10 +97,10 @@ class Monitor:
             track_update_size=options.track_update_size,
             offload=options.offload,
             param_filter=param_filter,
+            track_drift=self.detector.needs_drift,
         )
         self.defer_restore = bool(defer_restore)
         self._check_optimizers()
-        self.detector = options.resolved_detector
         self.action = options.resolved_action
         self.sinks = [*sinks, *options.sinks]
         self.is_logging_rank = is_logging_rank
@@ -116,6 +117,7 @@ class Monitor:
     def start_fresh(self) -> None:
         """Forget everything a previous run left (a new fit, not a resume)."""
         self.detector.reset()
+        self.engine.forget_drift()
         self.action.reset()
         self.events: deque[Event] = deque(maxlen=self.options.max_history)
         self.verdicts: deque[Verdict] = deque(maxlen=self.options.max_history)
@@ -173,7 +175,7 @@ class Monitor:
     def _measure(
         self, step: int, val_loss: Tensor | float | None, val_metric: Tensor | float | None
     ) -> tuple[HostSnapshot, _Reading]:
-        snapshot = self.engine.compute()
+        snapshot = self.engine.compute(drift=val_loss is not None)
         self._losses.fold()
         extras = [self._window.totals()]
         for value in (val_loss, val_metric):
@@ -226,7 +228,10 @@ class Monitor:
             train_loss=reading.train_for_val if reading.val_loss is not None else reading.train_loss,
             val_loss=val,
             val_metric=metric if self.options.monitor is not None else None,
+            drift=host.drift_share() if val is not None else None,
         )
+        if val is not None and self.detector.improved:
+            self.engine.mark_best()  # the reference of the next validations' drift
         self.verdicts.append(verdict)
         if verdict.fired:
             self.emit(Event(step, EventKind.DETECTOR_FIRED, verdict.describe(), verdict.to_data()))
@@ -390,6 +395,7 @@ class Monitor:
             "val_sum": self._val_sum,
             "val_count": self._val_count,
             "loss_window": self._loss_window_state(),
+            "drift": self.engine.drift_state() if with_weights else None,
         }
 
     def _loss_window_state(self) -> dict[str, Any] | None:
@@ -450,6 +456,11 @@ class Monitor:
         saved = state.get("loss_window")
         if saved:
             self._window.load_floats(saved)
+        if self.engine.track_drift and not self.engine.load_drift_state(state.get("drift")):
+            log.warning(
+                "normguard: this state has no drift references that fit the model: ‖w − w₀‖ and ‖w − w_best‖ are "
+                "measured from the resumed weights and the next improving validation"
+            )
 
 
 class GuardResults:

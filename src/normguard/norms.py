@@ -354,8 +354,9 @@ class NormSnapshot:
     """Norms of one check, still on the device.
 
     ``layer_norm`` holds each layer's ℓ2 norm (order of ``layer_names``) in float64
-    (float32 on a device without float64); the optional ``init_distance`` and
-    ``update_size`` hold ‖w − w₀‖ and ‖w_t − w_prev‖ per layer. ``remeasure``, when set,
+    (float32 on a device without float64); the optional ``init_distance``,
+    ``update_size`` and ``best_distance`` hold ‖w − w₀‖, ‖w_t − w_prev‖ and ‖w − w_best‖
+    per layer. ``remeasure``, when set,
     recomputes ``layer_norm`` wide (see the module docstring); :meth:`to_host` calls it
     only if a layer reads ``+inf``.
     """
@@ -365,6 +366,7 @@ class NormSnapshot:
     init_distance: Tensor | None = None
     update_size: Tensor | None = None
     remeasure: Callable[[], Tensor] | None = field(default=None, repr=False, compare=False)
+    best_distance: Tensor | None = None
 
     @property
     def layer_sq(self) -> Tensor:
@@ -404,7 +406,8 @@ class NormSnapshot:
         """
         device = self.layer_norm.device
         wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        parts = [p for p in (self.layer_norm, self.init_distance, self.update_size) if p is not None]
+        optional = (self.init_distance, self.update_size, self.best_distance)
+        parts = [p for p in (self.layer_norm, *optional) if p is not None]
         parts.extend(t.detach().reshape(-1) for t in extra)
         values = torch.cat([p.to(device=device, dtype=wide) for p in parts]).tolist()  # the one transfer
         n = len(self.layer_names)
@@ -423,11 +426,13 @@ class NormSnapshot:
             layer = [e if v == math.inf else v for v, e in zip(layer, exact)]
         init = take(n) if self.init_distance is not None else None
         update = take(n) if self.update_size is not None else None
+        best = take(n) if self.best_distance is not None else None
         host = HostSnapshot(
             layer_norms=dict(zip(self.layer_names, layer)),
             total=math.hypot(*layer) if all(math.isfinite(v) for v in layer) else math.nan,
             init_distance=None if init is None else dict(zip(self.layer_names, init)),
             update_size=None if update is None else dict(zip(self.layer_names, update)),
+            best_distance=None if best is None else dict(zip(self.layer_names, best)),
         )
         return host, take(len(values) - pos)
 
@@ -441,9 +446,27 @@ class HostSnapshot:
     init_distance: dict[str, float] | None = None
     update_size: dict[str, float] | None = None
     nonfinite_layers: list[str] = field(default_factory=list)
+    best_distance: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         self.nonfinite_layers = [k for k, v in self.layer_norms.items() if not math.isfinite(v)]
+
+    def drift_share(self) -> float | None:
+        """‖w − w_best‖ / ‖w − w₀‖ over all layers: the share of the distance travelled from the
+        first check that was travelled since the best validation point (``None`` when either
+        distance is missing, or the weights have not moved).
+
+        Example:
+            >>> HostSnapshot({"a": 1.0}, 1.0, init_distance={"a": 4.0}, best_distance={"a": 1.0}).drift_share()
+            0.25
+        """
+        if self.init_distance is None or self.best_distance is None:
+            return None
+        travelled = math.hypot(*self.init_distance.values())
+        since_best = math.hypot(*self.best_distance.values())
+        if not (math.isfinite(travelled) and math.isfinite(since_best)) or travelled <= 0:
+            return None
+        return since_best / travelled
 
 
 # ------------------------------------------------------------------ the engine
@@ -464,6 +487,11 @@ class NormEngine:
             ‖w_t − w_prev‖ per layer. Costs one extra copy of the measured weights.
         param_filter: optional ``filter(name, param) -> bool`` choosing the measured
             parameters (see :func:`group_parameters`), e.g. only those an optimizer decays.
+        track_drift: keep the weights of the first pass and of the last :meth:`mark_best`,
+            and report ‖w − w₀‖ and ‖w − w_best‖ per layer at ``compute(drift=True)`` (the
+            detector's ``drifted`` condition). Costs two extra copies of the measured weights,
+            always in host memory (like the best weights), whatever ``offload`` says: each
+            ``compute(drift=True)`` copies them to the device, so call it at validations only.
         offload: where the copies live: ``"device"`` (default; fast, uses device memory)
             or ``"cpu"`` (host memory; each pass then copies them back to the device, and
             update-size tracking copies the weights to the host, a synchronising transfer).
@@ -494,12 +522,16 @@ class NormEngine:
         track_update_size: bool = False,
         offload: Offload = "device",
         param_filter: ParamFilter | None = None,
+        track_drift: bool = False,
     ) -> None:
         self.offload: Offload = _check_offload(offload)
         self.param_filter = param_filter
         self.include_frozen = check_bool("include_frozen", include_frozen)
         self.track_init_distance = check_bool("track_init_distance", track_init_distance)
         self.track_update_size = check_bool("track_update_size", track_update_size)
+        self.track_drift = check_bool("track_drift", track_drift)
+        self._drift_init: dict[int, Tensor] = {}  # host copies (see track_drift)
+        self._best: dict[int, Tensor] = {}
         self.model = model
         self.optimizer = optimizer
         self._signature: tuple[object, ...] = ()
@@ -556,8 +588,12 @@ class NormEngine:
             self._plan = _Plan(self._groups())
         return self._plan
 
-    def compute(self) -> NormSnapshot:
-        """One norm pass; results stay on the device, no host synchronisation."""
+    def compute(self, drift: bool = False) -> NormSnapshot:
+        """One norm pass; results stay on the device, no host synchronisation.
+
+        ``drift=True`` (with ``track_drift``; at validations) adds ‖w − w₀‖ and, once
+        :meth:`mark_best` has been called, ‖w − w_best‖ per layer.
+        """
         with torch.no_grad():
             plan = self._refresh()
             wide = plan.sharded  # a rank-local re-measure would need the collective again: measure wide now
@@ -566,11 +602,21 @@ class NormEngine:
             except RuntimeError:  # a parameter changed dtype or device in place: plan again
                 self._plan = plan = _Plan(self._groups())
                 layer_norm = _reduce(plan, plan.tensors(), wide)
-            init_distance = update_size = None
+            init_distance = update_size = best_distance = None
+            drift = drift and self.track_drift
             if self.track_init_distance:
                 current = plan.tensors()
                 init = [self._copy_once(self._init, p, t) for p, t in zip(plan.params, current)]
                 init_distance = _reduce(plan, _differences(current, init), wide)
+            if self.track_drift:
+                current = plan.tensors()
+                init = [self._copy_once(self._drift_init, p, t, "cpu") for p, t in zip(plan.params, current)]
+                if drift:
+                    if not self.track_init_distance:
+                        init_distance = _reduce(plan, _differences(current, init), wide)
+                    if self._best:
+                        best = [self._copy_once(self._best, p, t, "cpu") for p, t in zip(plan.params, current)]
+                        best_distance = _reduce(plan, _differences(current, best), wide)
             if self.track_update_size:
                 current = plan.tensors()
                 previous = [self._copy_once(self._previous, p, t) for p, t in zip(plan.params, current)]
@@ -578,18 +624,69 @@ class NormEngine:
                 for now, prev in zip(current, previous):
                     prev.copy_(now, non_blocking=True)
         remeasure = None if wide else functools.partial(_wide_norms, plan)
-        return NormSnapshot(plan.layer_names, layer_norm, init_distance, update_size, remeasure)
+        return NormSnapshot(plan.layer_names, layer_norm, init_distance, update_size, remeasure, best_distance)
 
-    def _copy_once(self, store: dict[int, Tensor], param: Tensor, local: Tensor) -> Tensor:
+    def mark_best(self) -> None:
+        """Keep the current weights as the best-validation point of ``compute(drift=True)``
+        (a copy; called at a validation that improved, so the copy's transfer is at a check)."""
+        if not self.track_drift:
+            return
+        plan = self._refresh()
+        with torch.no_grad():
+            for p, t in zip(plan.params, plan.tensors()):
+                kept = self._best.get(id(p))
+                if kept is not None and kept.shape == t.shape and kept.dtype == t.dtype:
+                    kept.copy_(t)
+                else:
+                    self._best[id(p)] = t.to("cpu", copy=True)
+
+    def forget_drift(self) -> None:
+        """Drop the drift references (a new run): the next pass keeps its weights as w₀."""
+        self._drift_init.clear()
+        self._best.clear()
+
+    def drift_state(self) -> dict[str, list[Tensor]] | None:
+        """The drift references in the measured order (for a checkpoint), or ``None`` when not
+        tracked or sharded (each rank holds its own shards: a resumed sharded run measures drift
+        from its resumed weights)."""
+        if not self.track_drift or not self._drift_init or self._refresh().sharded:
+            return None
+        params = self._refresh().params
+        state = {"init": [self._drift_init[id(p)] for p in params if id(p) in self._drift_init]}
+        if self._best:
+            state["best"] = [self._best[id(p)] for p in params if id(p) in self._best]
+        return {k: [t.detach().cpu() for t in v] for k, v in state.items() if len(v) == len(params)}
+
+    def load_drift_state(self, state: dict[str, list[Tensor]] | None) -> bool:
+        """Load :meth:`drift_state`'s references; False (nothing loaded) when they do not fit the measured set."""
+        if not self.track_drift or not state:
+            return False
+        plan = self._refresh()
+        shapes = [tuple(t.shape) for t in plan.tensors()]
+        stores = {"init": self._drift_init, "best": self._best}
+        if any(name not in stores or [tuple(t.shape) for t in saved] != shapes for name, saved in state.items()):
+            return False
+        for name, saved in state.items():
+            store = stores[name]
+            store.clear()
+            for p, t, ref in zip(plan.params, plan.tensors(), saved):
+                store[id(p)] = ref.to(device="cpu", dtype=t.dtype, copy=True)
+        return True
+
+    def _copy_once(
+        self, store: dict[int, Tensor], param: Tensor, local: Tensor, offload: Offload | None = None
+    ) -> Tensor:
         """The stored copy of ``param`` (its ``local`` tensor when first seen), keyed by the parameter."""
         key = id(param)
         if key not in store:
-            store[key] = local.to("cpu", copy=True) if self.offload == "cpu" else local.clone()
+            on_host = (offload or self.offload) == "cpu"
+            store[key] = local.to("cpu", copy=True) if on_host else local.clone()
         return store[key]
 
     def memory_bytes(self) -> int:
-        """Bytes held by the copies for distance-from-init and update size."""
-        return sum(t.numel() * t.element_size() for s in (self._init, self._previous) for t in s.values())
+        """Bytes held by the copies for distance-from-init, update size and drift."""
+        stores = (self._init, self._previous, self._drift_init, self._best)
+        return sum(t.numel() * t.element_size() for s in stores for t in s.values())
 
 
 def _wide_norms(plan: _Plan) -> Tensor:

@@ -84,8 +84,10 @@ class GuardOptions:
         log_layers: one tag per layer.
         sinks: extra sinks (see :mod:`normguard.sinks`); logging rank only.
         best_weights_in_checkpoint: put the best-validation weights (one copy of the model
-            state) in the guard's checkpoint state; ``False`` keeps checkpoints small and a
-            resumed run learns "best" again from its next validation.
+            state) in the guard's checkpoint state, and, where the detector reads ``drifted``,
+            its two references (w₀ and w_best of the measured weights); ``False`` keeps
+            checkpoints small and a resumed run learns "best" again from its next validation
+            (and measures drift from the resumed weights).
         max_history: how many verdicts and events are kept in memory (and events in the
             checkpoint: about 200 bytes each); older ones are dropped.
     """

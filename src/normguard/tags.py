@@ -22,6 +22,7 @@ tag                                                 value
 ``normguard-growth/norm_growth_exponent``           d log‖w‖ / d log(step) over the recent window
 ``normguard-growth/norm_change_per_check``          (‖w_t‖ − ‖w_prev‖) / ‖w_prev‖ per check
 ``normguard-growth/gap_trend_per_1000_steps``       slope of the gap, loss units per 1000 steps
+``normguard-growth/drift_share``                    ‖w − w_best‖ / ‖w − w₀‖ at a validation (when tracked)
 ``normguard-layers/norm/<layer>``                   ℓ2 norm of one layer (module)
 ``normguard-layers/init_distance/<layer>``          ‖w − w₀‖ of one layer (when tracked)
 ``normguard-layers/update_size/<layer>``            ‖w_t − w_prev‖ of one layer (when tracked)
@@ -67,6 +68,7 @@ WEIGHT_DECAY = f"{PREFIX}/weight_decay"
 GROWTH_EXPONENT = f"{GROWTH_GROUP}/norm_growth_exponent"
 RELATIVE_GROWTH = f"{GROWTH_GROUP}/norm_change_per_check"
 GAP_TREND = f"{GROWTH_GROUP}/gap_trend_per_1000_steps"
+DRIFT_SHARE = f"{GROWTH_GROUP}/drift_share"
 LAYER_NORM = f"{LAYERS_GROUP}/norm"
 LAYER_INIT_DISTANCE = f"{LAYERS_GROUP}/init_distance"
 LAYER_UPDATE_SIZE = f"{LAYERS_GROUP}/update_size"
@@ -217,6 +219,7 @@ def check_values(
         NOISE_FLOOR: verdict.noise_floor,
         VAL_LOSS: val_loss,
         VAL_METRIC: val_metric,
+        DRIFT_SHARE: verdict.drift,
     }
     if val_loss is not None:
         optional[GAP] = verdict.gap

@@ -357,6 +357,7 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         monitor_state = self.monitor.state_dict()
         best = monitor_state.get("best")
         has_weights = isinstance(best, dict) and best.get("state") is not None
+        has_weights |= monitor_state.pop("drift", None) is not None  # tensors: in the side file too
         if isinstance(best, dict):
             monitor_state["best"] = {**best, "state": None}
         return {
@@ -387,16 +388,18 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         monitor_state = from_json_safe(state["monitor"])
         best = monitor_state.get("best")
         weights_file = state.get("best_weights_file")
-        if isinstance(best, dict) and weights_file:
+        if weights_file:
             path = os.path.join(checkpoint, weights_file) if checkpoint else None
             if path is not None and os.path.isfile(path):
                 saved = torch.load(path, map_location="cpu", weights_only=True)
-                if saved.get("step") != best.get("step"):
-                    raise StateError(
-                        f"Expected the best weights in {path} to be those of step {best.get('step')} but they are of "
-                        f"step {saved.get('step')}."
-                    )
-                best["state"] = saved["state"]
+                if isinstance(best, dict):
+                    if saved.get("step") != best.get("step"):
+                        raise StateError(
+                            f"Expected the best weights in {path} to be those of step {best.get('step')} but they are "
+                            f"of step {saved.get('step')}."
+                        )
+                    best["state"] = saved["state"]
+                monitor_state["drift"] = saved.get("drift")
             else:
                 log.warning(
                     "normguard: the best weights file %s of this checkpoint is missing: the resumed run learns 'best' "
@@ -621,15 +624,15 @@ class NormGuardTrainerCallback(GuardResults, TrainerCallback, ExportableState):
         if self.monitor is None or not args.should_save or not self.options.best_weights_in_checkpoint:
             return
         best = self.monitor.best
-        if best is None or best.state is None:
+        drift = self.monitor.engine.drift_state()
+        if (best is None or best.state is None) and drift is None:
             return
         folder = os.path.join(str(args.output_dir), f"checkpoint-{state.global_step}")
         if not os.path.isdir(folder):
             log.warning("normguard: checkpoint folder %s not found: the best weights are not saved with it", folder)
             return
-        torch.save(
-            {"step": best.step, "value": best.value, "state": best.state}, os.path.join(folder, BEST_WEIGHTS_FILE)
-        )
+        saved = {"step": None, "value": None, "state": None} if best is None else best.state_dict()
+        torch.save({**saved, "drift": drift}, os.path.join(folder, BEST_WEIGHTS_FILE))
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -228,3 +228,41 @@ def test_resume_mid_window_gives_the_same_verdicts() -> None:
         return [(v.step, v.train_loss, v.reason) for v in guard.verdicts]
 
     assert run(None)[-2:] == run(12)[-2:]  # step 12 lies inside the window of the check at 15
+
+
+def test_drift_share_is_logged_at_validations_and_survives_a_resume(tmp_path: Path) -> None:
+    """Without a floor the guard measures how far the weights moved since the best validation point."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 6, generator=g), torch.randn(64, 1, generator=g)  # labels are pure noise
+    xv, yv = torch.randn(64, 6, generator=g), torch.randn(64, 1, generator=g)
+
+    def run(split_at: int | None, log_dir: Path | None = None) -> list:
+        model = small_model()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        guard = ng.NormGuard(model, opt, log_dir=log_dir, every_n_steps=5)
+        at_validation = []
+        for step in range(1, 121):
+            if step == split_at:
+                state = guard.state_dict()
+                guard.close()
+                guard = ng.NormGuard(model, opt, every_n_steps=5)
+                guard.load_state_dict(state)
+            loss = nn.functional.mse_loss(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            guard.step(loss.detach())
+            if step % 10 == 0:
+                with torch.no_grad():
+                    v = guard.validation_end(nn.functional.mse_loss(model(xv), yv))
+                at_validation.append((v.step, v.drift, v.conditions["drifted"]))
+        guard.close()
+        return at_validation
+
+    full = run(None, tmp_path)
+    drifts = [d for _, d, _ in full]
+    assert drifts[0] is None and all(d is not None for d in drifts[1:])  # no best point before the first
+    assert max(drifts[1:]) > 0.2 and any(c is True for _, _, c in full)  # memorising noise moves far from best
+    assert run(57) == full  # the references travel in the state: the same drift after a resume
+    values = read_events(tmp_path).Scalars(tags.DRIFT_SHARE)
+    assert [round(v.value, 5) for v in values] == [round(d, 5) for d in drifts if d is not None]

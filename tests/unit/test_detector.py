@@ -107,11 +107,9 @@ def test_rules_follow_what_is_known() -> None:
     clean.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
     assert names(clean) == [("below_floor+val_stalled", 6)]  # a floor of 0: no noise to memorise
     assert names(NearInterpolationDetector(noise_floor="auto")) == [
-        ("below_floor+val_stalled+norm_growing+gap_widening", 10)
+        ("below_floor+val_stalled+gap_widening|drifted", 10)
     ]
-    assert names(NearInterpolationDetector(noise_floor=None, patience=4)) == [
-        ("val_stalled+norm_growing+gap_widening", 4)
-    ]
+    assert names(NearInterpolationDetector(noise_floor=None, patience=4)) == [("val_stalled+gap_widening|drifted", 4)]
     # floor_patience never exceeds patience
     assert names(NearInterpolationDetector(noise_floor=1.0, patience=3)) == [("below_floor", 3)]
     custom = NearInterpolationDetector(require=["gap_widening", "val_stalled"])
@@ -366,3 +364,44 @@ def test_theil_sen_is_exact_on_lines(slope: float, intercept: float, n: int) -> 
     assert got == pytest.approx(slope, abs=1e-9)
     if abs(slope) > 1e-6:
         assert positive == (1.0 if slope > 0 else 0.0)
+
+
+@pytest.mark.parametrize("floor", ["auto", None])
+def test_drifted_gates_the_rules_without_a_known_floor(floor: str | None) -> None:
+    """Stalled validation and a widening gap fire only once the weights have moved far from the best point."""
+
+    def run(drift: float | None) -> list:
+        det = NearInterpolationDetector(noise_floor=floor, patience=3, window=4)
+        rows = [(1.0 + 0.1 * i, 1.0 - 0.1 * i, 1.0 - 0.02 * i) for i in range(1, 4)]  # learning: best moves
+        rows += [(1.5 + 0.1 * i, 0.6 - 0.05 * i, 0.95 + 0.03 * i) for i in range(1, 9)]  # memorising
+        return [
+            det.update(100 * i, total_norm=n, train_loss=t, val_loss=v, drift=drift)
+            for i, (n, t, v) in enumerate(rows, start=1)
+        ]
+
+    near = run(0.1)
+    assert not any(v.fired for v in near) and near[-1].streak >= 3  # the streak holds; the gate does not
+    assert near[-1].conditions["drifted"] is False
+    far = run(0.5)
+    assert sum(v.fired for v in far) == 1 and far[-1].active and far[-1].rule.endswith("|drifted")
+    unknown = run(None)
+    assert not any(v.fired for v in unknown) and unknown[-1].conditions["drifted"] is None  # never on missing evidence
+
+
+def test_an_improving_validation_is_the_new_best_point() -> None:
+    det = NearInterpolationDetector(noise_floor=None)
+    first = det.update(100, total_norm=1.0, train_loss=1.0, val_loss=1.0, drift=0.9)
+    worse = det.update(200, total_norm=1.1, train_loss=0.9, val_loss=1.1, drift=0.9)
+    better = det.update(300, total_norm=1.2, train_loss=0.8, val_loss=0.8, drift=0.9)
+    assert [v.conditions["drifted"] for v in (first, worse, better)] == [False, True, False]
+    assert det.improved
+    assert det.update(400, total_norm=1.3, train_loss=0.7).conditions["drifted"] is None  # not a validation
+
+
+def test_needs_drift_only_where_a_rule_reads_it() -> None:
+    assert NearInterpolationDetector(noise_floor=None).needs_drift
+    assert NearInterpolationDetector(noise_floor="auto").needs_drift
+    assert not NearInterpolationDetector(noise_floor=0.5).needs_drift
+    assert NearInterpolationDetector(noise_floor=0.5, require=["below_floor", "drifted"]).needs_drift
+    with pytest.raises(ValueError, match="`drift_share`"):
+        NearInterpolationDetector(drift_share=0)

@@ -60,7 +60,8 @@ def test_correctness_flags_a_wrong_engine(gpu_check: ModuleType, monkeypatch: py
 def test_guarded_loop_runs_on_cpu(gpu_check: ModuleType) -> None:
     result = gpu_check.guarded_loop_sync_free("cpu", steps=12, every=5)
     assert result["error"] is None
-    assert result["checks"] == 2 and result["non_check_steps"] == 10
+    assert result["checks"] == 4 and result["non_check_steps"] == 10  # 2 checks, 2 validations
+    assert result["drifts"][0] is None and result["drifts"][1] is not None  # measured from the second on
     assert result["enforced"] is False
 
 

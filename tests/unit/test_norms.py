@@ -339,3 +339,61 @@ def test_layer_sq_is_kept_for_earlier_callers() -> None:
     assert snap.layer_sq.tolist() == pytest.approx([24.0])  # 6 entries of 2.0
     snap.layer_sq = snap.layer_sq * 4
     assert snap.to_host()[0].layer_norms["0"] == pytest.approx(math.sqrt(96.0))
+
+
+def test_drift_distances_from_the_first_pass_and_the_best_point() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    engine = NormEngine(model, track_drift=True)
+    snap = engine.compute()  # the first pass keeps w0 (on the host) and reports nothing extra
+    assert snap.init_distance is None and snap.best_distance is None
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    host, _ = engine.compute(drift=True).to_host()
+    assert host.best_distance is None  # no best point yet
+    want_init = math.sqrt(sum(float((model.state_dict()[k] - start[k]).pow(2).sum()) for k in start))
+    assert math.hypot(*host.init_distance.values()) == pytest.approx(want_init, rel=1e-6)
+    engine.mark_best()
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model[1].weight.mul_(2.0)
+    host, _ = engine.compute(drift=True).to_host()
+    assert host.best_distance == pytest.approx(
+        {"0": 0.0, "1": float((model[1].weight.detach() - best["1.weight"]).norm())}
+    )
+    assert host.drift_share() == pytest.approx(
+        math.hypot(*host.best_distance.values()) / math.hypot(*host.init_distance.values())
+    )
+    assert engine.memory_bytes() == 2 * sum(p.numel() * 4 for p in model.parameters())
+    assert all(t.device.type == "cpu" for store in (engine._drift_init, engine._best) for t in store.values())
+    assert engine.compute().best_distance is None  # not at a validation: no transfer of the copies
+
+
+def test_drift_references_round_trip_and_refuse_another_layout() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    engine = NormEngine(model, track_drift=True)
+    engine.compute()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    engine.mark_best()
+    with torch.no_grad():
+        model[1].bias.add_(3.0)
+    want, _ = engine.compute(drift=True).to_host()
+    state = engine.drift_state()
+    assert state is not None and set(state) == {"init", "best"}
+    fresh = NormEngine(model, track_drift=True)
+    assert fresh.load_drift_state(state)
+    got, _ = fresh.compute(drift=True).to_host()
+    assert got.best_distance == pytest.approx(want.best_distance) and got.init_distance == pytest.approx(
+        want.init_distance
+    )
+    other = NormEngine(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), track_drift=True)
+    assert not other.load_drift_state(state)
+    assert not NormEngine(model).load_drift_state(state)  # not tracking: nothing to load into
+    fresh.forget_drift()
+    assert fresh.drift_state() is None and fresh.memory_bytes() == 0
+    with pytest.raises(TypeError, match="`track_drift`"):
+        NormEngine(model, track_drift="yes")  # type: ignore[arg-type]
