@@ -341,9 +341,10 @@ def test_layer_sq_is_kept_for_earlier_callers() -> None:
     assert snap.to_host()[0].layer_norms["0"] == pytest.approx(math.sqrt(96.0))
 
 
-def test_drift_distances_from_the_first_pass_and_the_best_point() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_drift_distances_from_the_first_pass_and_the_best_point(device: str) -> None:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)).to(device)
     engine = NormEngine(model, track_drift=True)
     snap = engine.compute()  # the first pass keeps w0 (on the host) and reports nothing extra
     assert snap.init_distance is None and snap.best_distance is None
@@ -367,6 +368,7 @@ def test_drift_distances_from_the_first_pass_and_the_best_point() -> None:
         math.hypot(*host.best_distance.values()) / math.hypot(*host.init_distance.values())
     )
     assert engine.memory_bytes() == 2 * sum(p.numel() * 4 for p in model.parameters())
+    assert host.layer_norms["0"] == pytest.approx(float(torch.cat([model[0].weight.flatten(), model[0].bias]).norm()))
     assert all(t.device.type == "cpu" for store in (engine._drift_init, engine._best) for t in store.values())
     assert engine.compute().best_distance is None  # not at a validation: no transfer of the copies
 
