@@ -173,7 +173,7 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     first (the first row on a laptop screen), then the two rates the detector decides on
     and the weight decay, each on its own axis (a rate never shares an axis with a level,
     nor two rates one axis). Category ``normguard details``: the norm change per check,
-    the per-layer norms and the detector's conditions. Chart tags are regular expressions
+    the drift share, the per-layer norms and the detector's conditions. Chart tags are regular expressions
     (TensorBoard matches them); each names exactly the tags it draws.
     """
     return {
@@ -190,6 +190,7 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
         },
         f"{PREFIX} details": {
             "norm change per check ((|w_t| - |w_prev|) / |w_prev|)": ["Multiline", [RELATIVE_GROWTH]],
+            "drift share (|w - w_best| / |w - w0|; above 0.2 = drifted)": ["Multiline", [DRIFT_SHARE]],
             "layer norms": ["Multiline", [f"{LAYER_NORM}/.*"]],
             "detector conditions (1 = held)": ["Multiline", [f"{CONDITION}/(?!streak$).*"]],
         },
