@@ -180,11 +180,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     late = "Known floor, the runs it stopped after EarlyStopping (epochs later, gain): " + "; ".join(later) + "."
     body = header("Detector replayed on the unguarded traces") + "\n" + "\n".join(lines)
-    body += "\n\n" + check + "\n\n" + late + "\n"
+    body += "\n\n" + check + "\n\n" + late + "\n\n" + real_auto_summary() + "\n"
     print(body)
     if not args.no_write:
         write_section("detector_replay", body)
     return 0
+
+
+def real_auto_summary() -> str:
+    """The real `stop_auto` arm's results against the real `early_stopping` arm (same seeds)."""
+    clean = false_alarms = 0
+    gains: list[float] = []
+    differences: list[int] = []
+    never = 0
+    for path in sorted(RESULTS.glob("*/*_stop_auto.json")):
+        arm = json.loads(path.read_text())
+        es = json.loads(path.with_name(path.name.replace("_stop_auto", "_early_stopping")).read_text())
+        fired = arm["epochs_trained"] < arm["budget"]
+        if arm["kind"] == "classification" and arm["noise"] == 0:
+            none = json.loads(path.with_name(path.name.replace("_stop_auto", "_none")).read_text())
+            clean += 1
+            false_alarms += fired and report_improves_later(none, arm["epochs_trained"])
+            continue
+        gains.append(_gain(arm, arm["final_test_metric"], es["final_test_metric"]))
+        differences.append(arm["epochs_trained"] - es["epochs_trained"])
+        never += not fired
+    if not gains:
+        return "No saved runs of the real `stop_auto` arm."
+    return (
+        f"Real `stop_auto` arm ({clean + len(gains)} runs): {false_alarms} false alarms on {clean} clean runs; on "
+        f"{len(gains)} noisy runs median gain over the real `early_stopping` arm {statistics.median(gains):+.2f}, "
+        f"{sum(g < -0.5 for g in gains)} worse by > 0.5, {sum(d > 0 for d in differences)} stopped later "
+        f"(median difference {statistics.median(differences):+g} epochs), {never} never fired."
+    )
 
 
 def report_improves_later(run: dict[str, Any], epoch: int) -> bool:
