@@ -71,7 +71,12 @@ ALTERNATIVES: dict[str, tuple[tuple[Condition, int], ...]] = {
         (lambda c: all(bool(c[k]) for k in ("val_stalled", "gap_widening")), 10),
     ),
 }
-SETTINGS: tuple[str, ...] = ("known", "auto", "none", *ALTERNATIVES)
+# the detector's own rules with other settings: detector keyword arguments
+DETECTOR_ALTERNATIVES: dict[str, dict[str, Any]] = {
+    f"known, floor_patience {k}{' (the default before)' if k == 6 else ''}": {"floor_patience": k}
+    for k in (5, 6, 8, 10)
+}
+SETTINGS: tuple[str, ...] = ("known", "auto", "none", *DETECTOR_ALTERNATIVES, *ALTERNATIVES)
 REAL_ARMS = {"known": "stop", "auto": "stop_auto"}  # settings also run for real: the arm that did
 
 
@@ -80,7 +85,7 @@ def replay(run: dict[str, Any], setting: str) -> int | None:
     at its count of decisions in a row) fires on this trace, or None."""
     floor = setting.split(",")[0]
     noise_floor: float | str | None = {"known": run["floor"], "auto": "auto", "none": None}[floor]
-    detector = NearInterpolationDetector(noise_floor=noise_floor)
+    detector = NearInterpolationDetector(noise_floor=noise_floor, **DETECTOR_ALTERNATIVES.get(setting, {}))
     detector.mode = run["mode"]
     rules = ALTERNATIVES.get(setting)
     streaks = [0] * len(rules or ())

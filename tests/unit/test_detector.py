@@ -99,13 +99,13 @@ def test_rules_follow_what_is_known() -> None:
     def names(det: NearInterpolationDetector) -> list[tuple[str, int]]:
         return [(r.name, r.patience) for r in det.rules()]
 
-    assert names(NearInterpolationDetector(noise_floor=1.0)) == [("below_floor", 6)]
+    assert names(NearInterpolationDetector(noise_floor=1.0)) == [("below_floor", 7)]
     det = NearInterpolationDetector(noise_floor=1.0)
     det.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
-    assert names(det) == [("below_floor+val_stalled", 6), ("val_stalled|near_floor", 10)]
+    assert names(det) == [("below_floor+val_stalled", 7), ("val_stalled|near_floor", 10)]
     clean = NearInterpolationDetector(noise_floor=0.0)
     clean.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
-    assert names(clean) == [("below_floor+val_stalled", 6)]  # a floor of 0: no noise to memorise
+    assert names(clean) == [("below_floor+val_stalled", 7)]  # a floor of 0: no noise to memorise
     assert names(NearInterpolationDetector(noise_floor="auto")) == [
         ("below_floor+val_stalled+gap_widening|drifted", 10)
     ]
