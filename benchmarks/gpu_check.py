@@ -21,10 +21,11 @@ Prints markdown tables. Without CUDA: prints "CUDA not available: skipped" and e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -84,6 +85,18 @@ def correctness(
 
 
 # ------------------------------------------------------------------ 2. sync debug mode
+@contextlib.contextmanager
+def syncs_raise(enforce: bool) -> Iterator[None]:
+    """Within, a device→host synchronisation raises (CUDA's sync debug mode "error") if ``enforce``."""
+    if enforce:
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        if enforce:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 def guarded_loop_sync_free(device: str = "cuda", steps: int = 120, every: int = 50) -> dict[str, Any]:
     """Train with NormGuard; sync debug mode "error" on every non-check step. Returns what happened.
 
@@ -103,17 +116,12 @@ def guarded_loop_sync_free(device: str = "cuda", steps: int = 120, every: int = 
     try:
         for step in range(1, steps + 1):
             check_step = step % every == 0
-            if on_cuda and not check_step:
-                torch.cuda.set_sync_debug_mode("error")
-            try:
+            with syncs_raise(on_cuda and not check_step):
                 loss = nn.functional.cross_entropy(model(x), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 guard.step(loss)
-            finally:
-                if on_cuda:
-                    torch.cuda.set_sync_debug_mode("default")
             guarded_steps += not check_step
             if check_step:
                 with torch.no_grad():
@@ -285,18 +293,13 @@ def hold_floor_loop(device: str = "cuda", optimizer: str = "adam", steps: int = 
     try:
         for step in range(1, steps + 1):
             check_step = step % every == 0
-            if on_cuda and not check_step:
-                torch.cuda.set_sync_debug_mode("error")
-            try:
+            with syncs_raise(on_cuda and not check_step):
                 idx = torch.arange((step * 32) % 256, (step * 32) % 256 + 32, device=device)
                 loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 guard.step(loss.detach())
-            finally:
-                if on_cuda:
-                    torch.cuda.set_sync_debug_mode("default")
             if check_step:
                 with torch.no_grad():
                     guard.validation_end(nn.functional.cross_entropy(model(xv), yv))

@@ -73,7 +73,7 @@ class GuardOptions:
         action: a name, an :class:`~normguard.actions.Action`, a callable or a list
             (see :mod:`normguard.actions`); ``None`` warns.
         patience: decisions in a row the signature must hold before firing (default 10, EarlyStopping's
-            usual patience; with a known floor, 6 once the training loss is under it: see
+            usual patience; with a known floor, 7 once the training loss is under it: see
             :class:`~normguard.detector.NearInterpolationDetector`'s ``floor_patience``).
         detector: a configured :class:`~normguard.detector.NearInterpolationDetector`
             (instead of ``noise_floor``/``patience``).
