@@ -262,7 +262,7 @@ def test_only_check_steps_touch_the_host() -> None:
     ("floor", "rule", "patience"),
     [
         # the true noise: the training loss goes under the floor, the first rule stops
-        (1.0, "below_floor+val_stalled", 6),
+        (1.0, "below_floor+val_stalled", 7),
         # a floor under the true noise (1.0): the training loss stays above it while the validation
         # loss stalls, so the second rule (EarlyStopping's 10 stalled validations, with the training
         # loss nearer the floor than the validation loss) is the one that stops
@@ -302,7 +302,9 @@ def test_stops_mid_epoch_without_validation(tmp_path: Path, noise_task: dict[str
     L.seed_everything(0)
     module = Regressor(linear(noise_task["x_train"].shape[1]), lr=1e-2)
     train, _ = loaders(noise_task, batch_size=50)
-    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action="stop_no_restore")
+    # patience 6 (the floor rule's count min(7, 6)): with a check every 5 steps it stops at a step
+    # that is not a multiple of the 4 batches per epoch
+    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action="stop_no_restore", patience=6)
     logger = TensorBoardLogger(str(tmp_path), name="run")
     trainer = L.Trainer(max_epochs=100, logger=logger, callbacks=[guard], **QUIET)
     trainer.fit(module, train)
