@@ -632,13 +632,9 @@ class NormEngine:
         if not self.track_drift:
             return
         plan = self._refresh()
+        self._best = {}  # new tensors, not an in-place copy: a saved drift_state() must not change
         with torch.no_grad():
-            for p, t in zip(plan.params, plan.tensors()):
-                kept = self._best.get(id(p))
-                if kept is not None and kept.shape == t.shape and kept.dtype == t.dtype:
-                    kept.copy_(t)
-                else:
-                    self._best[id(p)] = t.to("cpu", copy=True)
+            self._best = {id(p): t.to("cpu", copy=True) for p, t in zip(plan.params, plan.tensors())}
 
     def forget_drift(self) -> None:
         """Drop the drift references (a new run): the next pass keeps its weights as w₀."""

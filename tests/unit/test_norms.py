@@ -392,6 +392,11 @@ def test_drift_references_round_trip_and_refuse_another_layout() -> None:
     assert got.best_distance == pytest.approx(want.best_distance) and got.init_distance == pytest.approx(
         want.init_distance
     )
+    saved_best = [t.clone() for t in state["best"]]
+    with torch.no_grad():
+        model[0].weight.add_(5.0)
+    engine.mark_best()  # a later best point does not change a state saved before it
+    assert all(torch.equal(a, b) for a, b in zip(state["best"], saved_best))
     other = NormEngine(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), track_drift=True)
     assert not other.load_drift_state(state)
     assert not NormEngine(model).load_drift_state(state)  # not tracking: nothing to load into
