@@ -608,7 +608,7 @@ class NormEngine:
                 current = plan.tensors()
                 init = [self._copy_once(self._init, p, t) for p, t in zip(plan.params, current)]
                 init_distance = _reduce(plan, _differences(current, init), wide)
-            if self.track_drift:
+            if self.track_drift and (drift or not self._drift_init):  # w₀ at the first pass; else only at validations
                 current = plan.tensors()
                 init = [self._copy_once(self._drift_init, p, t, "cpu") for p, t in zip(plan.params, current)]
                 if drift:
@@ -645,9 +645,10 @@ class NormEngine:
         """The drift references in the measured order (for a checkpoint), or ``None`` when not
         tracked or sharded (each rank holds its own shards: a resumed sharded run measures drift
         from its resumed weights)."""
-        if not self.track_drift or not self._drift_init or self._refresh().sharded:
+        plan = self._refresh()
+        if not self.track_drift or not self._drift_init or plan.sharded:
             return None
-        params = self._refresh().params
+        params = plan.params
         state = {"init": [self._drift_init[id(p)] for p in params if id(p) in self._drift_init]}
         if self._best:
             state["best"] = [self._best[id(p)] for p in params if id(p) in self._best]
