@@ -28,58 +28,31 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
 from typing_extensions import Unpack
 
-from normguard.detector import NearInterpolationDetector, Verdict
-from normguard.monitor import GuardResults, Monitor
+from normguard.detector import Verdict
+from normguard.doors import (
+    DoorResults,
+    as_loss_tensor,
+    as_scalar,
+    check_interval,
+    is_logging_rank,
+    run_check,
+    unwrap_optimizer,
+)
+from normguard.monitor import Monitor
 from normguard.options import GuardOptions, GuardOptionsKwargs, takes_options
 from normguard.sinks import SummaryWriterSink
-from normguard.validation import is_real_number
 
-__all__ = ["NormGuard", "as_loss_tensor", "unwrap_optimizer"]
-
-
-def _is_logging_rank() -> bool:
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+__all__ = ["NormGuard", "as_loss_tensor", "unwrap_optimizer"]  # the two helpers: re-exported from doors
 
 
-def unwrap_optimizer(optimizer: Any) -> Any:
-    """The ``torch.optim.Optimizer`` inside a wrapper (accelerate's ``AcceleratedOptimizer``,
-    Lightning's ``LightningOptimizer``), or the object itself."""
-    inner = optimizer
-    for _ in range(4):
-        if isinstance(inner, torch.optim.Optimizer) and type(inner).__name__ != "AcceleratedOptimizer":
-            return inner
-        nested = getattr(inner, "optimizer", None) or getattr(inner, "_optimizer", None)
-        if nested is None or nested is inner:
-            break
-        inner = nested
-    return inner
-
-
-def as_loss_tensor(name: str, value: Any) -> Tensor:
-    """A real floating-point loss as a tensor (Python and numpy numbers accepted); no host sync."""
-    if isinstance(value, Tensor):
-        if not (value.is_floating_point()) or value.is_complex():
-            raise TypeError(
-                f"Expected argument `{name}` to be a real floating-point tensor but got dtype {value.dtype}: "
-                "pass the loss itself (e.g. `loss`, not `loss.long()` or a boolean)."
-            )
-        if value.numel() == 0:
-            raise ValueError(f"Expected argument `{name}` to hold a value but got an empty tensor.")
-        return value
-    if is_real_number(value):
-        return torch.tensor(float(value))
-    raise TypeError(f"Expected argument `{name}` to be a tensor or a real number but got {type(value).__name__}.")
-
-
-class NormGuard(GuardResults):
+class NormGuard(DoorResults):
     """Watch weight norms in a custom training loop and act on the near-interpolation signature.
 
     Args:
@@ -88,7 +61,7 @@ class NormGuard(GuardResults):
             decay need it). It must hold parameters of ``model``. Wrappers (accelerate's
             ``AcceleratedOptimizer``) are unwrapped.
         log_dir: TensorBoard directory (``None``: no files; events still go to logging).
-        every_n_steps: steps between checks.
+        every_n_steps: optimizer steps between checks (the same meaning in every front door).
         attach: register an optimizer step post-hook that counts steps, so the loop only
             reports losses with :meth:`report_loss`.
         noise_floor, action, patience, detector, monitor, mode, include_frozen,
@@ -108,6 +81,7 @@ class NormGuard(GuardResults):
         attach: bool = False,
         **options: Unpack[GuardOptionsKwargs],
     ) -> None:
+        every_n_steps = check_interval("every_n_steps", every_n_steps)
         self.options = GuardOptions.from_kwargs("NormGuard", options, every_n_steps=every_n_steps)
         if optimizer is not None:
             optimizer = unwrap_optimizer(optimizer)
@@ -116,7 +90,7 @@ class NormGuard(GuardResults):
                 raise TypeError(f"Expected argument `optimizer` to be a torch.optim.Optimizer or None but got {got}.")
         if log_dir is not None and not isinstance(log_dir, (str, bytes)) and not hasattr(log_dir, "__fspath__"):
             raise TypeError(f"Expected argument `log_dir` to be a path or None but got {type(log_dir).__name__}.")
-        logging_rank = _is_logging_rank()
+        logging_rank = is_logging_rank()
         self.monitor: Monitor = Monitor(
             model, [optimizer] if optimizer is not None else [], self.options, is_logging_rank=logging_rank
         )
@@ -158,21 +132,44 @@ class NormGuard(GuardResults):
             return self.monitor.check(self.global_step)
         return None
 
-    def validation_end(self, val_loss: Tensor | float, metric: Tensor | float | None = None) -> Verdict:
-        """Report the validation loss (and the ``monitor`` metric): a check and a decision now."""
+    def validation_end(
+        self,
+        val_loss: Tensor | float,
+        val_metric: Tensor | float | None = None,
+        *,
+        noise_estimate: Any = None,
+        metric: Tensor | float | None = None,
+    ) -> Verdict:
+        """Report the validation loss (and the ``monitor`` metric): a check and a decision now.
+
+        ``val_loss`` and ``val_metric`` are scalars (tensors, numpy or Python numbers).
+        ``noise_estimate``: with ``noise_floor="estimate"``, a
+        :class:`~normguard.noise_floor.NoiseFloorEstimator` fed during this validation (read with
+        ``compute()``, then ``reset()``) or a :class:`~normguard.noise_floor.FloorEstimate`.
+        ``metric=`` is the old name of ``val_metric`` (a ``FutureWarning``).
+        """
         self._check_open()
-        value = as_loss_tensor("val_loss", val_loss)
-        if value.numel() != 1:
-            raise ValueError(f"Expected argument `val_loss` to be a scalar but got shape {tuple(value.shape)}.")
-        if self.options.monitor is not None and metric is None:
-            raise ValueError(
-                f"Expected argument `metric` (the value of {self.options.monitor!r}, named by `monitor=`) but got None."
-            )
         if metric is not None:
+            warnings.warn(
+                "NormGuard.validation_end(metric=...) is renamed `val_metric`; `metric` will be removed.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if val_metric is not None:
+                raise TypeError("NormGuard.validation_end() got both `val_metric` and its old name `metric`.")
+            val_metric = metric
+        value = as_scalar("val_loss", val_loss)
+        if self.options.monitor is not None and val_metric is None:
+            raise ValueError(
+                f"Expected argument `val_metric` (the value of {self.options.monitor!r}, named by `monitor=`) "
+                "but got None."
+            )
+        if val_metric is not None:
             if self.options.monitor is None:
-                raise ValueError("Expected `monitor=` (the metric's name) at construction to pass `metric`.")
-            metric = as_loss_tensor("metric", metric)
-        return self.monitor.check(self.global_step, val_loss=value, val_metric=metric)
+                raise ValueError("Expected `monitor=` (the metric's name) at construction to pass `val_metric`.")
+            val_metric = as_scalar("val_metric", val_metric)
+        estimate = _floor_estimate(noise_estimate)
+        return run_check(self.monitor, self.global_step, value, val_metric, estimate)
 
     def attach(self) -> None:
         """Count steps from the optimizer's step post-hook; report losses with :meth:`report_loss`."""
@@ -193,11 +190,6 @@ class NormGuard(GuardResults):
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("This NormGuard is closed: build a new one for another run.")
-
-    # ------------------------------------------------------------------ results
-    @property
-    def detector(self) -> NearInterpolationDetector:
-        return self.monitor.detector
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -234,3 +226,20 @@ class NormGuard(GuardResults):
 
     def __repr__(self) -> str:
         return f"NormGuard(every_n_steps={self.every_n_steps}, step={self.global_step}, events={len(self.events)})"
+
+
+def _floor_estimate(noise_estimate: Any) -> Any:
+    """A ``FloorEstimate`` from ``validation_end(noise_estimate=...)``: an estimator is computed, then reset."""
+    if noise_estimate is None:
+        return None
+    compute = getattr(noise_estimate, "compute", None)
+    if callable(compute) and callable(getattr(noise_estimate, "reset", None)):
+        estimate = compute()
+        noise_estimate.reset()
+        return estimate
+    if all(hasattr(noise_estimate, k) for k in ("value", "low", "high")):
+        return noise_estimate
+    raise TypeError(
+        "Expected argument `noise_estimate` to be a NoiseFloorEstimator or a FloorEstimate but got "
+        f"{type(noise_estimate).__name__}."
+    )
