@@ -18,7 +18,11 @@ tag                                                 value
 ``normguard/norm/total``                            total ℓ2 norm of the measured weights
 ``normguard/threshold/noise_floor``                 the noise floor σ̂² in use (given or estimated)
 ``normguard/val_metric``                            the validation metric named by ``monitor``
-``normguard/weight_decay/group_<i>``                weight decay of optimizer group i
+``normguard/weight_decay/group_<i>``                the weight decay in effect in optimizer group i
+                                                    (``opt_<k>_group_<i>`` with several optimizers):
+                                                    an action's own λ where it applies the shrink
+                                                    itself (``hold_floor`` under Adam or SGD), else
+                                                    the group's ``weight_decay``
 ``normguard-growth/norm_growth_exponent``           d log‖w‖ / d log(step) over the recent window
 ``normguard-growth/norm_change_per_check``          (‖w_t‖ − ‖w_prev‖) / ‖w_prev‖ per check
 ``normguard-growth/gap_trend_per_1000_steps``       slope of the gap, loss units per 1000 steps
@@ -45,6 +49,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -128,12 +134,61 @@ __all__ = [
     "event_tag",
     "is_normguard_tag",
     "layer_tag",
+    "weight_decay_tag",
+    "weight_decays_in_effect",
 ]
+
+#: an action's own weight decay, by suffix under ``normguard/weight_decay/``: ``<action>/opt_<k>_group_<i>``
+_ACTION_DECAY = re.compile(r"^(?:[^/]+/)+opt_(\d+)_group_(\d+)$")
 
 
 def layer_tag(layer: str, kind: str = LAYER_NORM) -> str:
     """The tag of one layer's value (``kind`` is one of the ``LAYER_*`` groups)."""
     return f"{kind}/{layer}"
+
+
+def weight_decay_tag(group: int, optimizer: int = 0, n_optimizers: int = 1) -> str:
+    """The tag of one param group's weight decay: ``group_<i>``, or ``opt_<k>_group_<i>`` when
+    there are several optimizers.
+
+    Example:
+        >>> weight_decay_tag(0), weight_decay_tag(1, optimizer=1, n_optimizers=2)
+        ('normguard/weight_decay/group_0', 'normguard/weight_decay/opt_1_group_1')
+    """
+    suffix = f"group_{group}" if n_optimizers == 1 else f"opt_{optimizer}_group_{group}"
+    return f"{WEIGHT_DECAY}/{suffix}"
+
+
+def weight_decays_in_effect(values: Mapping[str, float]) -> dict[str, float]:
+    """One weight decay per param group, by tag suffix: the decay in effect, whoever applies it.
+
+    ``values`` maps tag suffixes under ``normguard/weight_decay/`` to values: the optimizers'
+    own (``group_<i>``, or ``opt_<k>_group_<i>`` with several optimizers) and an action's
+    (``<action>/opt_<k>_group_<i>``: ``hold_floor``'s λ). An action's value replaces its
+    group's: under AdamW the two are equal (the action sets the group's ``weight_decay``);
+    under Adam or SGD the action shrinks the weights itself while the group's coupled
+    ``weight_decay`` stays as the user set it, so the action's λ is the decoupled decay in
+    effect. Any other suffix is kept as it is.
+
+    Example:
+        >>> weight_decays_in_effect({"group_0": 0.0, "group_1": 0.0, "hold_floor/opt_0_group_0": 10.0})
+        {'group_0': 10.0, 'group_1': 0.0}
+        >>> weight_decays_in_effect({"opt_0_group_0": 0.1, "opt_1_group_0": 0.0, "hold_floor/opt_1_group_0": 2.0})
+        {'opt_0_group_0': 0.1, 'opt_1_group_0': 2.0}
+    """
+    several = any(k.startswith("opt_") for k in values)
+    out: dict[str, float] = {}
+    actions: dict[str, float] = {}
+    for key, value in values.items():
+        match = _ACTION_DECAY.match(key)
+        if match is None:
+            out[key] = value
+            continue
+        k, i = int(match.group(1)), int(match.group(2))
+        suffix = f"opt_{k}_group_{i}" if several or k > 0 else f"group_{i}"
+        actions[suffix] = value
+    out.update(actions)
+    return out
 
 
 def condition_tag(name: str) -> str:
@@ -169,24 +224,34 @@ def current_tag(tag: str) -> str:
 def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     """The layout for TensorBoard's Custom Scalars tab (``SummaryWriter.add_custom_scalars``).
 
-    Category ``normguard``: the losses with the noise floor, the weight norm and the gap
-    first (the first row on a laptop screen), then the two rates the detector decides on
-    and the weight decay, each on its own axis (a rate never shares an axis with a level,
-    nor two rates one axis). Category ``normguard details``: the norm change per check,
-    the drift share, the per-layer norms and the detector's conditions. Chart tags are regular expressions
-    (TensorBoard matches them); each names exactly the tags it draws.
+    A Custom Scalars chart colours its lines by run, so a chart holds one quantity: the runs
+    are then told apart by colour and the quantity by the chart's title (train loss,
+    validation loss and the noise floor in one chart looked alike). Category ``normguard``:
+    the training loss, the validation loss, the gap and the weight norm first (the first
+    rows on a laptop screen), then the noise floor in use, the two rates the detector
+    decides on and the weight decay in effect, each on its own axis (a rate never shares an
+    axis with a level, nor two rates one axis). Category ``normguard details``: the norm
+    change per check, the drift share, the per-layer norms and the detector's conditions.
+    Chart tags are regular expressions (TensorBoard matches them); each names exactly the
+    tags it draws.
+
+    Example:
+        >>> list(custom_scalars_layout()[PREFIX])[:4]
+        ['training loss', 'validation loss', 'validation - train gap', 'weight norm']
     """
     return {
         PREFIX: {
-            "losses and noise floor": ["Multiline", [TRAIN_LOSS, VAL_LOSS, NOISE_FLOOR]],
-            "weight norm": ["Multiline", [TOTAL_NORM]],
+            "training loss": ["Multiline", [TRAIN_LOSS]],
+            "validation loss": ["Multiline", [VAL_LOSS]],
             "validation - train gap": ["Multiline", [GAP]],
+            "weight norm": ["Multiline", [TOTAL_NORM]],
+            "noise floor in use (training loss held above it)": ["Multiline", [NOISE_FLOOR]],
             "norm growth exponent (d log|w| / d log step; 1 = grows like the step count)": [
                 "Multiline",
                 [GROWTH_EXPONENT],
             ],
             "gap trend: loss per 1000 steps (above 0 = gap widening)": ["Multiline", [GAP_TREND]],
-            "weight decay (per optimizer param group)": ["Multiline", [f"{WEIGHT_DECAY}/.*"]],
+            "weight decay in effect (per optimizer param group)": ["Multiline", [f"{WEIGHT_DECAY}/.*"]],
         },
         f"{PREFIX} details": {
             "norm change per check ((|w_t| - |w_prev|) / |w_prev|)": ["Multiline", [RELATIVE_GROWTH]],
@@ -207,7 +272,11 @@ def check_values(
     log_layers: bool = True,
     weight_decays: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """The scalars one check logs, by tag (``None`` values are left out)."""
+    """The scalars one check logs, by tag (``None`` values are left out).
+
+    ``weight_decays`` maps suffixes under ``normguard/weight_decay/`` to values; one tag per
+    param group is written, the decay in effect (see :func:`weight_decays_in_effect`).
+    """
     values: dict[str, float] = {TOTAL_NORM: host.total}
     if log_layers:
         values.update({layer_tag(k): v for k, v in host.layer_norms.items()})
@@ -229,5 +298,5 @@ def check_values(
     if verdict.decided:
         values.update({condition_tag(k): float(v) for k, v in verdict.conditions.items() if v is not None})
         values[condition_tag("streak")] = float(verdict.streak)
-    values.update({f"{WEIGHT_DECAY}/{k}": v for k, v in (weight_decays or {}).items()})
+    values.update({f"{WEIGHT_DECAY}/{k}": v for k, v in weight_decays_in_effect(weight_decays or {}).items()})
     return values

@@ -24,6 +24,7 @@ import normguard as ng
 from normguard import report, tags
 from normguard.cli import main
 from normguard.events import Event, EventKind
+from normguard.report import page as page_module
 from normguard.sinks import SummaryWriterSink, markdown_text
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "custom_loop.py"
@@ -118,7 +119,10 @@ def test_load_runs_and_summary_on_known_values(tmp_path: Path) -> None:
     assert s["final_gap"] == pytest.approx(0.9)
     assert s["first_fired_step"] == 30
     assert s["actions_taken"] == ["weight_decay_changed"]
-    assert s["fastest_layers"] == [{"layer": "fast", "log_growth": pytest.approx(math.log(8.0))}]
+    assert s["layer_changes"] == [
+        {"layer": "fast", "log_growth": pytest.approx(math.log(8.0)), "factor": pytest.approx(8.0), "change": "grew ×8"}
+    ]
+    assert s["source"] == "normguard" and s["restored_to_step"] is None and s["kept_last_weights"] is True
     assert s["nonfinite_since"] == {} and s["warnings"] == []
     json.dumps(s, allow_nan=False)  # strict JSON: no NaN leaks through
 
@@ -152,9 +156,12 @@ def test_several_runs_in_the_order_they_started_and_foreign_logs(tmp_path: Path)
     for name in ("unguarded_a", "guarded_a", "unguarded_b", "guarded_b"):
         write_synthetic(tmp_path / "sweep" / name)
     write_synthetic(tmp_path / "nested" / "deep" / "x")
-    with SummaryWriter(str(tmp_path / "lightning")) as writer:  # not normguard's: skipped
+    with SummaryWriter(str(tmp_path / "lightning")) as writer:  # a baseline: the framework's own loss
         writer.add_scalar("train_loss", 1.0, 1)
+    with SummaryWriter(str(tmp_path / "profiler")) as writer:  # another tool's logs: skipped
+        writer.add_scalar("lr-Adam", 1.0, 1)
     assert list(report.load_runs(tmp_path)) == [
+        "lightning",
         "nested/deep/x",
         "sweep/unguarded_a",
         "sweep/guarded_a",
@@ -220,7 +227,8 @@ def test_real_runs_read_back(example_run: tuple[Path, dict[str, Any]]) -> None:
     assert plain["final_norm"] > guarded["final_norm"] > 0
     assert plain["final_val_loss"] > plain["best_val_loss"]
     assert plain["max_growth_exponent"] > 0
-    assert plain["fastest_layers"][0]["layer"] == "<root>"
+    assert plain["layer_changes"][0]["layer"] == "<root>"
+    assert plain["layer_changes"][0]["change"].startswith("grew ×")
     assert results["guarded"]["final_test_loss"] < results["unguarded"]["final_test_loss"]
     for name in ("below_floor", "val_stalled"):  # the conditions a known floor requires held when it fired
         strip = runs["guarded"].conditions[name]
@@ -376,15 +384,22 @@ def test_tensorboard_groups_put_what_matters_first() -> None:
 
 
 def test_custom_scalars_layout_first_charts_and_separate_axes() -> None:
-    """Issue 15.3/15.4: losses with the floor, norm and gap first; no rate shares an axis with a level
-    or with another rate (the gap trend, 1.4–11, clipped the gap, 0.08–3.2, when they shared one)."""
+    """Issue 15.3/15.4: the losses, gap and norm first; no rate shares an axis with a level or with
+    another rate (the gap trend, 1.4–11, clipped the gap, 0.08–3.2, when they shared one). Issue 26.7:
+    a Custom Scalars chart colours its lines by run, so each chart holds one quantity (train loss,
+    validation loss and the floor in one chart looked alike)."""
     layout = tags.custom_scalars_layout()
     main_charts = list(layout[tags.PREFIX].values())
-    assert [spec[1] for spec in main_charts[:3]] == [
-        [tags.TRAIN_LOSS, tags.VAL_LOSS, tags.NOISE_FLOOR],
-        [tags.TOTAL_NORM],
+    assert [spec[1] for spec in main_charts[:5]] == [
+        [tags.TRAIN_LOSS],
+        [tags.VAL_LOSS],
         [tags.GAP],
+        [tags.TOTAL_NORM],
+        [tags.NOISE_FLOOR],
     ]
+    for category in layout.values():
+        for title, (_kind, chart_tags) in category.items():
+            assert len(chart_tags) == 1, title  # one quantity (one tag, or one family of tags) per chart
     rates = {tags.GROWTH_EXPONENT, tags.RELATIVE_GROWTH, tags.GAP_TREND}
     for category in layout.values():
         for title, (kind, chart_tags) in category.items():
@@ -453,51 +468,59 @@ def test_events_at_the_same_step_are_all_visible(example_run: tuple[Path, dict[s
     from matplotlib.colors import to_rgba
 
     runs = report.load_runs(example_run[0])
-    fig = report._figure(runs, top_k=3)
+    fig = report.make_figure(runs, top_k=3)
     rendered(fig)
-    axes = np.array(fig.axes).reshape(len(report.PANELS), len(runs))
-    for col, run in enumerate(runs.values()):
-        ax_events = axes[0, col]
+    for run in runs.values():
+        column = fig.normguard_axes[run.name]
+        ax_events = column["events"]
         rows = report.event_rows(run)
-        assert [t.get_text() for t in ax_events.get_yticklabels()] == [report._EVENT_STYLE[k][1] for k in rows]
+        assert [t.get_text() for t in ax_events.get_yticklabels()] == [report.EVENT_STYLE[k][1] for k in rows]
         by_step: dict[int, list[str]] = {}
         for event in run.events:
-            by_step.setdefault(event.step, []).append(event.kind)
-            [marker] = [ln for ln in ax_events.lines if ln.get_gid() == f"event-marker:{event.kind}:{event.step}"]
-            assert marker.get_xdata()[0] == event.step and marker.get_ydata()[0] == rows.index(event.kind)
-            assert to_rgba(marker.get_color()) == to_rgba(report._EVENT_STYLE[event.kind][0])
-        for panel in axes[1:, col]:
+            by_step.setdefault(event.step, []).append(event.name)
+            [marker] = [ln for ln in ax_events.lines if ln.get_gid() == f"event-marker:{event.name}:{event.step}"]
+            assert marker.get_xdata()[0] == event.step and marker.get_ydata()[0] == rows.index(event.name)
+            assert to_rgba(marker.get_color()) == to_rgba(report.EVENT_STYLE[event.name][0])
+        for panel, ax in column.items():
+            if panel == "events":
+                continue
             for step, kinds in by_step.items():
                 xs, zorders = {}, {}
                 for kind in kinds:
-                    [line] = [ln for ln in panel.lines if ln.get_gid() == f"event-line:{kind}:{step}"]
+                    [line] = [ln for ln in ax.lines if ln.get_gid() == f"event-line:{kind}:{step}"]
                     xs[kind] = line.get_transform().transform((line.get_xdata()[0], 0.5))[0]
                     zorders[kind] = line.get_zorder()
                 if "detector_fired" in kinds and len(kinds) > 1:  # the red line is never under another
                     assert zorders.pop("detector_fired") > max(zorders.values())
                 positions = sorted(xs.values())
                 assert all(b - a >= 2.0 for a, b in itertools.pairwise(positions)), (step, xs)  # pixels apart
-    guarded = list(runs).index("guarded")
     assert {"detector_fired", "stop", "restore"} <= set(report.event_rows(runs["guarded"]))
-    assert axes[0, guarded].get_title().startswith("guarded")
+    assert fig.normguard_axes["guarded"]["events"].get_title().startswith("guarded")
 
 
-def test_each_column_has_its_own_y_axes(example_run: tuple[Path, dict[str, Any]]) -> None:
-    """Issue 15.7: a guarded run's norm (2.6–15.6) fills its own panel, not the bottom of a 0–105 one."""
+def test_columns_share_the_x_axis_and_keep_their_own_y_axes(example_run: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 26.6: one x-axis for every run (a stopped run is drawn as short as it was); issue 15.7:
+    a guarded run's norm (2.6–15.6) still fills its own panel, not the bottom of a 0–105 one."""
     pytest.importorskip("matplotlib")
     runs = report.load_runs(example_run[0])
-    fig = report._figure(runs, top_k=3)
+    fig = report.make_figure(runs, top_k=3)
     rendered(fig)
-    axes = np.array(fig.axes).reshape(len(report.PANELS), len(runs))
-    norm_row = report.PANELS.index("norm")
-    for col, run in enumerate(runs.values()):
+    longest = max(run.last_step for run in runs.values())
+    limits = {ax.get_xlim() for column in fig.normguard_axes.values() for ax in column.values()}
+    assert len(limits) == 1
+    [(left, right)] = limits
+    assert left == 0.0 and longest <= right < 1.05 * longest
+    assert runs["guarded"].last_step < 0.7 * longest  # stopped early: visibly shorter on the shared axis
+    for name, run in runs.items():
+        ax = fig.normguard_axes[name]["norm"]
         total = run.series(tags.TOTAL_NORM)
         assert total is not None
-        low, high = axes[norm_row, col].get_ylim()
+        low, high = ax.get_ylim()
         span = total.values.max() - total.values.min()
         assert high - low < 1.3 * span  # the run's own range, a little padding
-        assert axes[norm_row, col].get_xlim()[1] < 1.2 * run.last_step  # not the other run's 1000 steps
-    assert axes[norm_row, 0].get_ylim() != axes[norm_row, 1].get_ylim()
+        line = next(ln for ln in ax.lines if ln.get_label() == "total norm ‖w‖")
+        assert line.get_xdata().tolist() == total.steps.tolist()
+    assert fig.normguard_axes["guarded"]["norm"].get_ylim() != fig.normguard_axes["unguarded"]["norm"].get_ylim()
 
 
 def test_legends_do_not_cover_data(example_run: tuple[Path, dict[str, Any]]) -> None:
@@ -505,7 +528,7 @@ def test_legends_do_not_cover_data(example_run: tuple[Path, dict[str, Any]]) -> 
     pytest.importorskip("matplotlib")
     runs = report.load_runs(example_run[0])
     for subset in (runs, {"unguarded": runs["unguarded"]}):
-        fig = report._figure(subset, top_k=5)
+        fig = report.make_figure(subset, top_k=5)
         renderer = rendered(fig)
         legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
         assert len(legends) >= 4 * len(subset)
@@ -542,11 +565,11 @@ def test_layer_and_run_names_are_text_never_math(tmp_path: Path, capsys: pytest.
         assert main(["report", str(tmp_path / "logs"), "--out", str(out)]) == 0, capsys.readouterr().err
         assert out.stat().st_size > 1000
     runs = report.load_runs(tmp_path / "logs")
-    fig = report._figure(runs, top_k=5)
+    fig = report.make_figure(runs, top_k=5)
     rendered(fig)
     texts = [t for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     shown = {t.get_text() for t in texts}
-    assert {"heads.$\\q$ (×3)", "$x^2$ (×3)"} <= shown
+    assert {"heads.$\\q$: grew ×3", "$x^2$: grew ×3"} <= shown
     for text in [*texts, *(ax.title for ax in fig.axes)]:
         assert text._preprocess_math(text.get_text()) == (text.get_text(), False)  # drawn as plain text
     assert fig.axes[0].get_title().startswith("run $\\alpha$")
@@ -569,7 +592,7 @@ def test_html_shows_each_run_at_its_design_size_with_a_full_size_link(
     assert [name for name, *_ in images] == ["unguarded", "guarded"]
     for _, width, height, src in images:
         png = base64.b64decode(src.split(",", 1)[1])
-        assert report._png_size(png) == (2 * int(width), 2 * int(height))
+        assert page_module._png_size(png) == (2 * int(width), 2 * int(height))
         assert 600 <= int(width) <= 900  # fits a 1000 px window; two fit side by side at 1600 px
     assert body.count('class="full" href="#figure-') == 2
     assert "figure:target img { width: auto; max-width: none; }" in body

@@ -1,9 +1,12 @@
 """``normguard report LOGDIR``: one figure and a summary from normguard's TensorBoard logs.
 
-Every run under LOGDIR (a directory with event files holding ``normguard/`` tags) becomes
-one column of the figure, so runs in sub-directories are compared side by side (in the
-order they started). The figure goes to ``--out`` (``.png``, ``.svg``, ``.pdf``, or
-``.html``: a self-contained page with a figure per run, the summary table and every event);
+Every run under LOGDIR becomes one column of the figure, so runs in sub-directories are
+compared side by side (in the order they started), on one x-axis (``--x step`` or
+``--x epoch``). A run is a directory with event files holding normguard's tags, or, for a
+baseline trained without normguard, the framework's own losses (Lightning's ``train_loss``
+/ ``val_loss``, Hugging Face's ``train/loss`` / ``eval/loss``). The figure goes to ``--out``
+(``.png``, ``.svg``, ``.pdf``, or ``.html``: a self-contained page with a figure per run, the summary
+table and every event);
 ``--json`` prints the summary as one JSON object.
 
 Exit status: 0; 2 for a usage error (one line on stderr); 1 when an event file is truncated
@@ -34,7 +37,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="figure to write: .png, .svg, .pdf or .html (default: %(default)s)",
     )
     parser.add_argument("--no-figure", action="store_true", help="only print the summary (no matplotlib needed)")
-    parser.add_argument("--top-k", type=int, default=5, help="fastest-growing layers to show (default: %(default)s)")
+    parser.add_argument(
+        "--top-k", type=int, default=5, help="layers whose norm changed most to show (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--x",
+        choices=("step", "epoch"),
+        default="step",
+        help="the shared x-axis: the step, or the epoch the framework logged (default: %(default)s)",
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -50,6 +61,8 @@ def _norm_text(s: dict[str, Any]) -> str:
         at_check = f"norm at the last check non-finite (since step {since}{before})"
     else:
         at_check = f"norm at the last check {_fmt(s['norm_at_last_check'])}"
+    if s["kept_last_weights"]:
+        at_check += " (kept the last weights)"
     if s["restored_to_step"] is not None:
         return (
             f"final norm {_fmt(s['norm_after_restore'])} (restored to the weights of step {s['restored_to_step']}; "
@@ -59,6 +72,13 @@ def _norm_text(s: dict[str, Any]) -> str:
 
 
 def _line(s: dict[str, Any]) -> str:
+    if s["source"] == "logger":
+        losses = " / ".join(t for t in (s["train_loss_tag"], s["val_loss_tag"]) if t)
+        return (
+            f"{s['run']}: {s['last_step']} steps, baseline without normguard (losses from {losses}); "
+            f"final train loss {_fmt(s['final_train_loss'])}, val loss {_fmt(s['final_val_loss'])} "
+            f"(best val {_fmt(s['best_val_loss'])})"
+        )
     fired = "not fired" if s["first_fired_step"] is None else f"fired at step {s['first_fired_step']}"
     actions = ", ".join(s["actions_taken"]) or "none"
     losses = f"final train loss {_fmt(s['final_train_loss'])}, val loss {_fmt(s['final_val_loss'])}"
@@ -100,7 +120,9 @@ def run(args: argparse.Namespace) -> int:
     summaries = [report.summarize(r, top_k=args.top_k) for r in runs.values()]
     if out is not None:
         try:
-            report.plot_report(runs, out, top_k=args.top_k)
+            report.plot_report(runs, out, top_k=args.top_k, x=args.x)
+        except ValueError as exc:
+            raise UsageError(f"--x {args.x}: {exc}") from None
         except ImportError as exc:
             raise UsageError(f"{exc} (or pass --no-figure)") from None
         except OSError as exc:
