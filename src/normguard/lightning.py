@@ -5,14 +5,23 @@ A thin callback over :class:`~normguard.monitor.Monitor` (the same core as the p
 ``accumulate_loss`` / ``check`` calls, routes the numbers to the Trainer's loggers, and
 turns the monitor's stop request into ``trainer.should_stop``, agreed across ranks.
 
-* Per training batch (``on_train_batch_end``): the value logged as ``train_loss`` *on
-  this step* is added to the loss window on the device (no host sync).
-* Every ``every_n_train_steps`` optimizer steps (``trainer.global_step``, which counts
+* Per training batch (``on_train_batch_end``): the batch's loss, read from the ``outputs``
+  Lightning passes (``training_step``'s loss, multiplied back by ``accumulate_grad_batches``),
+  is added to the loss window on the device (no host sync). Under manual optimization it
+  is ``outputs["loss"]`` when ``training_step`` returns the loss, else the value logged as
+  ``train_loss`` on this step (read from ``trainer.callback_metrics``: Lightning turns
+  ``prog_bar`` metrics into Python numbers there, a host sync per step on an accelerator, so
+  return the loss from ``training_step`` to avoid it).
+* Every ``every_n_steps`` optimizer steps (``trainer.global_step``, which counts
   optimizer steps, so gradient accumulation and several optimizers are handled): a check,
   one norm pass and one device→host transfer.
 * At the end of each validation run during fitting (``on_validation_end``, where
   ``trainer.callback_metrics`` holds the epoch value): a check with ``val_loss``; the
-  detector decides there once validation has been seen, at the train checks before.
+  detector decides there once validation has been seen, at the train checks before. A
+  validation whose watched metrics were not logged afresh (a metric logged every k-th epoch)
+  is not counted.
+* Resumed (``fit(ckpt_path=...)``) from a checkpoint saved after a normguard stop: the
+  Trainer stops at once (``trainer.should_stop``), the weights stay the checkpoint's.
 * Skipped: sanity checking, ``fast_dev_run``, ``trainer.validate``/``test``/``predict``.
 * A new ``fit`` starts fresh (a callback reused on another Trainer carries nothing over);
   a fit resumed from a checkpoint (``ckpt_path=``) continues from the saved state, which
@@ -36,7 +45,7 @@ Example:
     ...     def configure_optimizers(self):
     ...         return torch.optim.SGD(self.parameters(), lr=0.1)
     >>> data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 3)), batch_size=2)
-    >>> guard = NormGuardCallback(every_n_train_steps=2)
+    >>> guard = NormGuardCallback(every_n_steps=2)
     >>> trainer = L.Trainer(max_epochs=1, callbacks=[guard], logger=False, enable_checkpointing=False,
     ...                     enable_progress_bar=False, enable_model_summary=False)
     >>> trainer.fit(Tiny(), data)
@@ -53,7 +62,6 @@ import torch
 from torch import Tensor
 
 try:
-    import lightning
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import Callback
     from lightning.pytorch.loggers import TensorBoardLogger
@@ -65,8 +73,8 @@ except ImportError as exc:  # lightning is an optional extra
     ) from exc
 from typing_extensions import Unpack, override
 
-from normguard.detector import NearInterpolationDetector
-from normguard.monitor import GuardResults, Monitor, StateError
+from normguard.doors import DoorResults, check_interval, crossed, missing_metric, renamed, run_check
+from normguard.monitor import Monitor, StateError
 from normguard.options import GuardOptions, GuardOptionsKwargs, takes_options
 from normguard.sinks import MetricsLoggerSink, SummaryWriterSink
 from normguard.validation import check_name
@@ -78,75 +86,73 @@ log = logging.getLogger("normguard")
 CALLBACK_STATE_VERSION = 2
 
 
-class NormGuardCallback(GuardResults, Callback):
+class NormGuardCallback(DoorResults, Callback):
     """Watch weight norms in a Lightning ``Trainer`` and act on the near-interpolation signature.
 
     Args:
-        every_n_train_steps: optimizer steps (``trainer.global_step``) between checks.
+        every_n_steps: optimizer steps (``trainer.global_step``) between checks, as in every
+            normguard front door. ``every_n_train_steps`` is its old name (a ``FutureWarning``).
         noise_floor, action, patience, detector, monitor, mode, include_frozen,
             track_init_distance, track_update_size, offload, log_layers, sinks,
             best_weights_in_checkpoint, max_history (``**options``): see
             :class:`~normguard.options.GuardOptions`; another name raises ``TypeError``.
             ``monitor`` names a metric you log in ``validation_step`` (e.g. ``"val_acc"``,
             ``mode="max"``), as for Lightning's ``EarlyStopping``. Actions act on
-            ``trainer.optimizers`` and on ``trainer.should_stop``.
-        train_loss: name of the training loss logged with ``self.log(name, loss)`` in
-            ``training_step`` (on step, Lightning's default there).
+            ``trainer.optimizers`` and on ``trainer.should_stop``. With
+            ``noise_floor="estimate"`` the floor is read at each validation end from the one
+            :class:`~normguard.noise_metric.NoiseFloorMetric` among the module's submodules
+            (``self.floor_metric.update(logits, y)`` in ``validation_step``).
+        train_loss: under manual optimization, when ``training_step`` returns no loss: the name
+            of the training loss logged with ``self.log(name, loss)`` (on step).
         val_loss: name of the validation loss logged in ``validation_step`` (``None``:
             ignore validation; decisions are then made at the train checks).
         name: optional label that makes :attr:`state_key` unique, for two callbacks that
             watch the same metrics at the same interval.
 
-    Why the logged metric and not ``outputs["loss"]``: it exists under manual
-    optimization (where ``training_step`` may return nothing), it is not divided by
-    ``accumulate_grad_batches`` as ``outputs["loss"]`` is, and it is the number users see.
-    The value read is the one logged at *this* step (:func:`step_metric`), never an epoch
-    aggregate; a step where it was not logged adds nothing.
-
-    Resuming: :meth:`state_dict` holds the detector, the action state, the events, the
-    best-weights snapshot (unless ``best_weights_in_checkpoint=False``) and the partial loss
-    window; the weight decays live in the optimizers' param groups, restored by Lightning.
+    Resuming: :meth:`state_dict` holds the detector, the action state, the events, a stop,
+    the best-weights snapshot (unless ``best_weights_in_checkpoint=False``) and the partial
+    loss window; the weight decays live in the optimizers' param groups, restored by Lightning.
     """
 
     @takes_options
     def __init__(
         self,
-        every_n_train_steps: int = 50,
+        every_n_steps: int = 50,
         *,
+        every_n_train_steps: int | None = None,
         train_loss: str = "train_loss",
         val_loss: str | None = "val_loss",
         name: str | None = None,
         **options: Unpack[GuardOptionsKwargs],
     ) -> None:
-        self.options = GuardOptions.from_kwargs(
-            "NormGuardCallback", options, every_n_steps=every_n_train_steps, interval_name="every_n_train_steps"
+        every = renamed(
+            "NormGuardCallback", "every_n_train_steps", "every_n_steps", every_n_train_steps, every_n_steps, 50
         )
+        self.every_n_steps = check_interval("every_n_steps", every)
+        self.options = GuardOptions.from_kwargs("NormGuardCallback", options, every_n_steps=self.every_n_steps)
         self.train_loss: str = check_name("train_loss", train_loss) or train_loss
         self.val_loss = check_name("val_loss", val_loss, optional=True)
         if self.options.monitor is not None and val_loss is None:
             raise ValueError("Expected argument `val_loss` to name the validation loss when `monitor` is given.")
-        self.every_n_train_steps = every_n_train_steps
-        self.name = name
+        self.name = check_name("name", name, optional=True)
         self.monitor: Monitor | None = None
         self._pending_state: dict[str, Any] | None = None
         self._last_check_step = 0  # global_step of the last train check
         self._train_metric_found = False
-        self._last_loss: Tensor | None = None
+        self._last_seen: dict[str, Any] = {}  # the metric objects last read: the same object is not fresh
+        self._floor_metric: Any = None
         self._disabled = False
 
     @property
-    def detector(self) -> NearInterpolationDetector:
-        return self.options.resolved_detector
-
-    @property
-    def action(self) -> Any:
-        return self.options.resolved_action
+    def every_n_train_steps(self) -> int:
+        """The old name of :attr:`every_n_steps`."""
+        return self.every_n_steps
 
     @property
     @override
     def state_key(self) -> str:
-        key: dict[str, Any] = {
-            "every_n_train_steps": self.every_n_train_steps,
+        key: dict[str, Any] = {  # the interval keeps its old key: checkpoints of earlier versions still match
+            "every_n_train_steps": self.every_n_steps,
             "train_loss": self.train_loss,
             "val_loss": self.val_loss,
         }
@@ -157,17 +163,15 @@ class NormGuardCallback(GuardResults, Callback):
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        same = [
-            c
-            for c in getattr(trainer, "callbacks", [])
-            if isinstance(c, NormGuardCallback) and c.state_key == self.state_key
-        ]
+        same = [c for c in trainer.callbacks if isinstance(c, NormGuardCallback) and c.state_key == self.state_key]
         if len(same) > 1:
             raise ValueError(
                 f"Expected each NormGuardCallback to have a unique `state_key` but {len(same)} share "
-                f"{self.state_key!r}: give them different `name=` (or metrics / every_n_train_steps) so their "
+                f"{self.state_key!r}: give them different `name=` (or metrics / every_n_steps) so their "
                 "checkpoint states do not collide."
             )
+        if stage == "fit" and self.detector.noise_floor == "estimate":
+            self._floor_metric = _find_floor_metric(pl_module)
 
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -186,13 +190,20 @@ class NormGuardCallback(GuardResults, Callback):
             sinks=self._sinks_for(trainer) if logging_rank else [],
             is_logging_rank=logging_rank,
         )
-        self._last_loss = None
+        self._last_seen = {}
         state, self._pending_state = self._pending_state, None
         if state is not None:  # resumed from a checkpoint
             self._apply_state(state)
         else:  # a new fit starts fresh
             self._last_check_step = trainer.global_step
             self._train_metric_found = False
+        if self.monitor.should_stop:  # the checkpoint of a stop: train no further
+            log.warning(
+                "normguard: this checkpoint (step %d) is where normguard stopped training (%s): training no further",
+                trainer.global_step,
+                self.monitor.stop_reason,
+            )
+            trainer.should_stop = True
 
     def _sinks_for(self, trainer: pl.Trainer) -> list[Any]:
         sinks: list[Any] = []
@@ -219,43 +230,88 @@ class NormGuardCallback(GuardResults, Callback):
         if not self._active(trainer):
             return
         assert self.monitor is not None
-        loss = step_metric(trainer, self.train_loss)
-        if loss is not None and loss is not self._last_loss:  # the same object: not logged again this step
-            self._last_loss = loss
+        loss = self._step_loss(trainer, pl_module, outputs)
+        if loss is not None:
             self._train_metric_found = True
             self.monitor.accumulate_loss(loss)
         step = trainer.global_step
-        if step > self._last_check_step and step // self.every_n_train_steps > (
-            self._last_check_step // self.every_n_train_steps
-        ):
+        if crossed(self._last_check_step, step, self.every_n_steps):
             self._last_check_step = step
             if not self._train_metric_found:
-                raise _missing_metric("train_loss", self.train_loss, trainer, "training_step")
+                raise missing_metric(
+                    "NormGuardCallback",
+                    "train_loss",
+                    self.train_loss,
+                    trainer.callback_metrics,
+                    f"return the loss from `training_step` or log it there with `self.log({self.train_loss!r}, loss)`",
+                )
             self._check(trainer, step)
+
+    def _step_loss(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> Tensor | None:
+        """This batch's training loss, on the device. Automatic optimization: ``outputs["loss"]``,
+        which Lightning divided by ``accumulate_grad_batches``, multiplied back. Manual: the
+        returned loss, else the value logged as ``train_loss`` on this step."""
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor) and loss.is_floating_point():
+            if pl_module.automatic_optimization and trainer.accumulate_grad_batches != 1:
+                return loss.detach() * trainer.accumulate_grad_batches
+            return loss.detach()
+        if pl_module.automatic_optimization:
+            return None  # training_step returned None: Lightning skipped this batch
+        return self._fresh(self.train_loss, step_metric(trainer, self.train_loss))
+
+    def _fresh(self, key: str, value: Any) -> Any:
+        """``value`` if it is not the object read last time under ``key`` (Lightning keeps a metric's
+        tensor until it is logged again), else ``None``."""
+        if value is None or value is self._last_seen.get(key):
+            return None
+        self._last_seen[key] = value
+        return value
 
     @override
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.val_loss is None or not self._active(trainer):
             return
         values: list[Tensor | None] = []
+        stale: list[str] = []
         for argument, name in (("val_loss", self.val_loss), ("monitor", self.options.monitor)):
             if name is None:
                 values.append(None)
                 continue
             value = trainer.callback_metrics.get(name)
             if value is None:
-                raise _missing_metric(argument, name, trainer, "validation_step")
+                raise missing_metric(
+                    "NormGuardCallback",
+                    argument,
+                    name,
+                    trainer.callback_metrics,
+                    f"log it in `validation_step` with `self.log({name!r}, value)`",
+                )
+            if self._fresh(name, value) is None:
+                stale.append(name)
             value = torch.as_tensor(value).detach().float().reshape(())
             if trainer.world_size > 1:  # one value on every rank, so every rank decides alike
                 value = trainer.strategy.reduce(value.to(trainer.strategy.root_device), reduce_op="mean")
             values.append(value)
-        self._check(trainer, trainer.global_step, val_loss=values[0], val_metric=values[1])
+        if stale:  # not logged in this validation run: not a new validation
+            log.debug("normguard: %s not logged afresh at step %d: validation not counted", stale, trainer.global_step)
+            return
+        estimate = None
+        if self._floor_metric is not None:
+            estimate = _as_estimate(self._floor_metric.compute())
+            self._floor_metric.reset()
+        self._check(trainer, trainer.global_step, val_loss=values[0], val_metric=values[1], estimate=estimate)
 
     def _check(
-        self, trainer: pl.Trainer, step: int, val_loss: Tensor | None = None, val_metric: Tensor | None = None
+        self,
+        trainer: pl.Trainer,
+        step: int,
+        val_loss: Tensor | None = None,
+        val_metric: Tensor | None = None,
+        estimate: Any = None,
     ) -> None:
         assert self.monitor is not None
-        self.monitor.check(step, val_loss=val_loss, val_metric=val_metric)
+        run_check(self.monitor, step, val_loss, val_metric, estimate)
         stop = trainer.strategy.reduce_boolean_decision(self.monitor.should_stop, all=False)
         if stop:
             self.monitor.follow_stop(step)
@@ -309,64 +365,38 @@ class NormGuardCallback(GuardResults, Callback):
 
     def __repr__(self) -> str:
         return (
-            f"NormGuardCallback(every_n_train_steps={self.every_n_train_steps}, train_loss={self.train_loss!r}, "
+            f"NormGuardCallback(every_n_steps={self.every_n_steps}, train_loss={self.train_loss!r}, "
             f"val_loss={self.val_loss!r}, events={len(self.events)})"
         )
 
 
-# ---------------------------------------------------------------------- Lightning internals
-_PRIVATE_READ_TESTED = ((2, 2), (3, 0))  # Lightning versions whose result collection step_metric reads
-_private_read_ok = True
-
-
-def _version(text: str) -> tuple[int, int]:
-    major, minor = ([int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split(".")[:2]] + [0, 0])[:2]
-    return major, minor
-
-
 def step_metric(trainer: pl.Trainer, name: str) -> Tensor | None:
-    """The tensor logged as ``name`` at the current training step, without a host sync.
-
-    The public ``trainer.callback_metrics`` would do, but reading it turns every
-    ``prog_bar`` metric into a Python number (a host sync per step on an accelerator), so
-    for Lightning versions in ``_PRIVATE_READ_TESTED`` this reads Lightning's step cache
-    (``trainer._results``: the metric's ``_forward_cache``, the same object until the next
-    ``self.log``). Any other version, or a result collection shaped differently, uses the
-    public path (correct, with that sync). A training loss logged ``on_step=False`` is
-    refused: its value would be the previous epoch's aggregate.
-    """
-    global _private_read_ok
-    low, high = _PRIVATE_READ_TESTED
-    results = getattr(trainer, "_results", None)
-    if _private_read_ok and low <= _version(lightning.__version__) < high and results is not None:
-        try:
-            for metric in results.values():
-                meta = metric.meta
-                if meta.name != name or metric.has_reset:
-                    continue
-                if not meta.on_step:
-                    raise ValueError(
-                        f"Expected the metric {name!r} watched by NormGuardCallback(train_loss={name!r}) to be "
-                        f"logged on step, but it is logged with on_step=False: log it with "
-                        f"`self.log({name!r}, loss, on_step=True)`."
-                    )
-                cache = metric._forward_cache
-                if isinstance(cache, Tensor):
-                    return cache
-        except AttributeError:  # a result collection shaped differently: use the public path from now on
-            _private_read_ok = False
-            log.warning(
-                "normguard: Lightning %s's step cache is not readable; using callback_metrics", lightning.__version__
-            )
+    """The tensor logged as ``name`` on the current training step, from the public
+    ``trainer.callback_metrics`` (``name_step`` when logged on step and epoch); ``None`` if absent."""
     metrics = trainer.callback_metrics
     value = metrics.get(f"{name}_step", metrics.get(name))
     return value if isinstance(value, Tensor) else None
 
 
-def _missing_metric(argument: str, name: str, trainer: pl.Trainer, where: str) -> RuntimeError:
-    available = sorted(trainer.callback_metrics)
-    return RuntimeError(
-        f"NormGuardCallback({argument}={name!r}) found no metric {name!r} logged during fitting. "
-        f"Log it in `{where}` with `self.log({name!r}, value)` or pass `{argument}=` one of the available "
-        f"keys in trainer.callback_metrics: {available}."
-    )
+def _find_floor_metric(pl_module: pl.LightningModule) -> Any:
+    """The one ``NoiseFloorMetric`` among the module's submodules (``noise_floor="estimate"``)."""
+    from normguard.noise_metric import NoiseFloorMetric
+
+    found = [m for m in pl_module.modules() if isinstance(m, NoiseFloorMetric)]
+    if len(found) != 1:
+        raise ValueError(
+            f"NormGuardCallback(noise_floor='estimate') needs exactly one NoiseFloorMetric on the LightningModule "
+            f"but found {len(found)}: add `self.floor_metric = NoiseFloorMetric()` in `__init__` and "
+            "`self.floor_metric.update(logits, y)` in `validation_step`."
+        )
+    return found[0]
+
+
+def _as_estimate(value: Any) -> Any:
+    """A ``FloorEstimate`` from what ``NoiseFloorMetric.compute()`` returns (the estimate, or a dict of tensors)."""
+    if isinstance(value, dict):
+        from normguard.noise_floor import FloorEstimate
+
+        numbers = {k: float(v) for k, v in value.items() if k in ("value", "low", "high")}
+        return FloorEstimate(**numbers, n=int(value.get("n", 0)), kind=str(value.get("kind", "classification")))
+    return value
