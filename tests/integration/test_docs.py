@@ -84,6 +84,6 @@ def test_site_builds_strict(tmp_path: Path) -> None:
         assert html.is_file(), html
         assert "<nav" in html.read_text(encoding="utf-8"), html
     api = (site / "api" / "doors" / "index.html").read_text(encoding="utf-8")
-    for name in ("NormGuard", "NormGuardCallback", "NormGuardTrainerCallback"):
-        assert f'id="normguard.' in api and name in api, name
+    for anchor in ("guard.NormGuard", "lightning.NormGuardCallback", "transformers.NormGuardTrainerCallback"):
+        assert f'id="normguard.{anchor}"' in api, anchor
     assert (site / "report.png").is_file()

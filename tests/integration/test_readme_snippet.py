@@ -60,7 +60,8 @@ def test_every_block_has_a_recipe_and_every_recipe_is_shown() -> None:
 def test_table_matches_its_source(name: str) -> None:
     fresh = render().generate("table", name)
     for page, shown in _blocks()[("table", name)]:
-        assert shown == fresh, f"{page.relative_to(ROOT)}: table {name} differs from its source; run tools/render_docs.py"
+        where = page.relative_to(ROOT)
+        assert shown == fresh, f"{where}: table {name} differs from its source; run tools/render_docs.py"
 
 
 def _output_params() -> list[Any]:
