@@ -1,111 +1,32 @@
-"""Signals and the near-interpolation detector: host floats in, verdicts out.
+"""The near-interpolation detector: host floats in, verdicts out.
 
 Nothing here touches torch: the detector is fed plain floats once per check, so it can be
-tested by scripted sequences and saved in a checkpoint as a plain dict.
+tested by scripted sequences and saved in a checkpoint as a plain dict. What it knows about
+the noise floor σ̂² (the lowest loss any model reaches on fresh data) is a :class:`NoiseFloor`:
+known (a number you give), estimated (from held-out predictions, with an interval), the
+lowest validation loss (``"auto"``, legacy) or none.
 
-Six conditions (THEORY.md: training error under the noise floor, the weights growing and
-moving on, the validation–train gap widening; and validation no longer improving):
+Six conditions, evaluated at each decision (True, False, or None when unavailable):
 
-``below_floor``
-    mean training loss < ``margin`` × noise floor σ̂². The floor is a number you give
-    (known measurement noise; :func:`label_noise_floor` for symmetric label noise), or
-    ``"auto"``: the lowest validation loss seen so far, available once the validation score
-    has failed to improve at least once. With ``None`` the condition is not used.
-``near_floor``
-    with a known floor σ̂² > 0: the mean training loss is nearer the floor than the
-    validation loss is, ``train < (val + σ̂²) / 2`` (``margin`` × σ̂² in place of σ̂²;
-    ``train < σ̂²`` when the validation loss is under the floor), and the gap is above
-    ``min_gap`` × σ̂² (so a well-posed model converged at the floor, train ≈ σ̂²(1 − p/n) and
-    val ≈ σ̂²(1 + p/n), does not count). The gap measured in units of the model's excess over
-    the floor: a model that learns without memorising has train ≈ val (a plateau: a gap near
-    0), one that fits the noise moves its training loss from the validation loss down towards
-    the floor. Unavailable without validation or without a known floor above 0 (with a floor
-    of 0 every model that fits its data has train < val / 2, so it carries no information).
-``val_stalled``
-    the validation score did not improve on its best at this validation. The score is the
-    validation metric named by ``monitor`` (``mode="max"`` for accuracy) or else the
-    validation loss. Held at ``patience`` consecutive validations, it is EarlyStopping's
-    rule with patience ``patience``.
-``norm_growing``
-    the growth exponent g = d log‖w‖ / d log(step) — a Theil–Sen (median of pairwise) slope
-    over the last ``window`` norm checks, with at least ``confidence`` of the pairwise
-    slopes positive — is above ``min_growth`` *and* has rebounded above (1 + ``rebound``) ×
-    its own lowest value earlier in the run. Under Adam(W) the norm grows through all of
-    ordinary training, so "growing" alone carries no information (it held at 99–100 % of
-    epochs on clean and noisy labels alike in ``benchmarks/suite``); what separates
-    memorising from learning better is the growth *speeding up again* once the signal is
-    learnt. Replayed on the suite's 45 unguarded runs
-    (``benchmarks/suite/replay_norm_condition.py``), this condition as fed here (the norm of
-    every parameter) held at 69 / 93 % of decisions before / after the validation optimum on
-    noisy runs but also at 49 / 50 % on clean ones (42 / 22 % when fed the ≥ 2-D weights
-    only): on the tiny BERT at 97–100 % of clean decisions, since a transformer's norm keeps
-    speeding up as it leaves its plateaus (0 % on the clean CNN and MLP). Reported and logged
-    as evidence; no default rule reads it (``drifted`` took its place).
-``gap_widening``
-    gap = validation loss − mean training loss over the same stretch of steps; its
-    Theil–Sen slope over the last ``window`` validations is positive with ``confidence``
-    of pairwise slopes positive, and the latest gap is positive and, when a floor is known,
-    above ``min_gap`` × floor. Needs two validations. Required with ``"auto"`` and without a floor.
-``drifted``
-    at a validation: the weights have moved far since the best validation point,
-    ‖w − w_best‖ > ``drift_share`` × ‖w − w₀‖ (default 0.2: a fifth of the distance travelled
-    since the first check was travelled after the last improvement; 0 at a validation that
-    improves). This is the norm condition that separates memorising from learning, by
-    measurement (``benchmarks/suite/replay_norm_condition.py`` on the suite's 45 unguarded
-    runs): it held at 9 % / 2 % of decisions before / after the validation optimum on clean
-    labels (tiny BERT 7–11 % / 0 %) and 10 % / 80 % on noisy ones, where ``norm_growing``
-    held at 49 % / 50 % on clean labels (tiny BERT 97–100 %). Needs the two distances, which
-    the guard measures at validations when a rule reads this condition
-    (:attr:`NearInterpolationDetector.needs_drift`: two host copies of the measured weights);
-    unavailable otherwise.
+* ``below_floor``: the mean training loss is under ``margin`` × the floor (with an estimate,
+  under ``margin`` × the lower end of its interval).
+* ``near_floor``: the training loss is nearer the floor than the validation loss is, with a gap
+  above ``min_gap`` × the floor (needs validation and a floor above 0).
+* ``val_stalled``: the validation score did not improve on its best at this validation.
+* ``norm_growing``: the weight norm's growth exponent d log‖w‖ / d log(step) speeds up again
+  (reported as evidence; no default rule reads it).
+* ``gap_widening``: the validation − training gap rises over the last ``window`` validations.
+* ``drifted``: the weights moved far since the best validation, ‖w − w_best‖ > ``drift_share``
+  × ‖w − w₀‖.
 
-The detector fires when one of its *rules* — a set of conditions and a patience — has held
-at that many consecutive decisions. The rules depend on what is known, by measurement
-(``benchmarks/suite/FINDINGS.md``; replayed on every unguarded trace of the suite by
-``benchmarks/suite/replay_detector.py``):
-
-* a known floor σ̂² > 0: ``below_floor`` and ``val_stalled`` at ``floor_patience`` (7)
-  decisions — the training loss under the floor says the model fits noise, so the validation
-  score gets less patience than EarlyStopping(patience=10) would give it (7: the smallest
-  count that stopped none of the suite's noisy runs before a stall it later broke) — **or**
-  ``val_stalled`` at ``patience`` (10) decisions with ``near_floor`` at the last of them:
-  EarlyStopping's own rule, except on a plateau, where the training loss has not started
-  towards the floor. The
-  training loss reaches the floor late (the first rule alone stopped 10 of the suite's 30
-  noisy runs after EarlyStopping; in the 7 of them where the model was memorising, the
-  training loss was still 2–43 % above the floor when EarlyStopping stopped); the second rule
-  stops those runs when EarlyStopping does, while waiting out the plateaus (train ≈ val, far
-  above the floor) where EarlyStopping stopped too soon.
-* a known floor of 0 (clean labels: no noise to memorise): ``below_floor`` and
-  ``val_stalled`` — which cannot hold, so the guard never fires.
-* ``"auto"``: ``below_floor``, ``val_stalled`` and ``gap_widening`` at ``patience``, with
-  ``drifted`` at the last of them (the estimated floor is weak evidence, so the gap and the
-  weights' drift must confirm and the validation score gets EarlyStopping's patience: in the
-  replay, ``"auto"`` without ``gap_widening`` fired on all 3 clean Lightning BERT seeds while
-  they sat on a plateau they later left; with it at patience 6, on 2 of the 3 clean Hugging
-  Face BERT seeds; at 10 without a norm condition, on 2 of 12 clean runs; with the drift gate,
-  on none);
-* no floor: ``val_stalled`` and ``gap_widening`` at ``patience``, with ``drifted`` at the last.
-
-Without validation, ``val_stalled`` is unavailable: with a known floor, ``below_floor`` held
-at ``floor_patience`` checks decides (the paper's definition of a near-interpolator: training
-error under the noise floor); without a known floor nothing fires. ``require=`` names one
-rule in place of these, at ``patience`` (all its conditions held throughout). A rule with a
-condition that cannot be evaluated yet does not count (its streak restarts): the detector
-never fires on missing evidence, and a rule with ``val_stalled`` never fires while the
-validation score still improves.
-
-The verdict names the ``top_k`` layers whose norms grow fastest, ranked by a least-squares
-slope of log‖w_layer‖ against log(step) over the same window (vectorised, so thousands of
-layers cost microseconds).
-
-When decisions happen: every call of :meth:`NearInterpolationDetector.update` with a
-validation loss is a decision. Calls without one are decisions only while no validation
-has ever been seen (validation absent); once validation appears, those calls only record
-norms, so with infrequent validation ``patience`` counts validations.
-
-Non-finite inputs (NaN/Inf norms or losses) are not recorded; such a call returns a
-verdict with reason ``NON_FINITE`` and leaves the streak as it was.
+The detector fires when one of its rules (conditions held at ``patience`` consecutive
+decisions, plus a gate at the last one) holds; the rules depend on the floor (see
+:meth:`NearInterpolationDetector.rules`): with a known or estimated floor above 0,
+``below_floor`` ∧ ``val_stalled`` at ``floor_patience`` or ``val_stalled`` at ``patience``
+gated by ``near_floor``; with a floor of 0 (clean labels) nothing can fire; with ``"auto"``
+or no floor, ``val_stalled`` ∧ ``gap_widening`` (∧ ``below_floor`` for ``"auto"``) at
+``patience`` gated by ``drifted``. The reasons for each rule and their measurements are in
+the documentation (``docs/guides/detector-research.md``).
 
 Example:
     >>> det = NearInterpolationDetector(noise_floor=1.0, floor_patience=2, window=4)
@@ -131,7 +52,9 @@ from normguard.validation import check_number as _check_number
 
 __all__ = [
     "Condition",
+    "FloorKind",
     "NearInterpolationDetector",
+    "NoiseFloor",
     "Reason",
     "Rule",
     "Verdict",
@@ -192,6 +115,9 @@ class Verdict:
     (the onset) with its gate holding; ``active`` stays True while some rule's streak stays at
     or above its patience with its gate holding. ``streak`` is the longest current streak and
     ``rule`` names the rule that is active (or, while none is, the one whose streak is longest).
+    ``noise_floor`` is the floor in effect; ``noise_floor_low``/``noise_floor_high`` are set
+    only with an estimated floor: the interval the conditions compared with (its lower end
+    capped at the lowest validation loss).
     """
 
     step: int
@@ -209,14 +135,17 @@ class Verdict:
     train_loss: float | None = None
     top_layers: tuple[tuple[str, float], ...] = ()
     drift: float | None = None
+    noise_floor_low: float | None = None
+    noise_floor_high: float | None = None
 
     @property
     def decided(self) -> bool:
         return self.reason not in (Reason.RECORDED, Reason.NON_FINITE)
 
     def to_data(self) -> dict[str, Any]:
-        """The verdict's numbers as plain data (an event's ``data``)."""
-        return {
+        """The verdict's numbers as plain data (an event's ``data``; the floor's interval only
+        when it is an estimate)."""
+        data = {
             "reason": self.reason.value,
             "streak": self.streak,
             "rule": self.rule,
@@ -229,6 +158,10 @@ class Verdict:
             "top_layers": [list(x) for x in self.top_layers],
             "drift": self.drift,
         }
+        if self.noise_floor_low is not None:
+            data["noise_floor_low"] = self.noise_floor_low
+            data["noise_floor_high"] = self.noise_floor_high
+        return data
 
     def describe(self) -> str:
         parts = [f"{k}={'n/a' if v is None else ('yes' if v else 'no')}" for k, v in self.conditions.items()]
@@ -240,6 +173,10 @@ class Verdict:
             text += f"; gap {self.gap:.4g}"
         if self.drift is not None:
             text += f"; drift share {self.drift:.3g}"
+        if self.noise_floor is not None and self.noise_floor_low is not None:
+            text += (
+                f"; estimated floor {self.noise_floor:.4g} [{self.noise_floor_low:.4g}, {self.noise_floor_high:.4g}]"
+            )
         if self.top_layers:
             text += "; fastest-growing layers: " + ", ".join(f"{n} ({g:.3g})" for n, g in self.top_layers)
         return text
@@ -295,7 +232,8 @@ def _least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def label_noise_floor(noise_rate: float, num_classes: int) -> float:
     """Cross-entropy noise floor for symmetric label noise at rate η over C classes.
 
-    The entropy of the noisy label given the clean one (THEORY.md).
+    The entropy of the noisy label given the clean one: the label is redrawn uniformly from
+    all C classes with probability η, so it keeps its class with probability 1 − η + η/C.
 
     Example:
         >>> round(label_noise_floor(0.3, 10), 4)
@@ -317,12 +255,123 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
+def _is_inf(value: Any) -> bool:
+    try:
+        return float(value) == math.inf
+    except (TypeError, ValueError, RuntimeError):
+        return False
+
+
+class FloorKind(str, Enum):
+    """Where the detector's noise floor comes from."""
+
+    KNOWN = "known"  # a number the user gives (``noise_floor=0.7``)
+    ESTIMATED = "estimated"  # measured from held-out predictions (``noise_floor="estimate"``)
+    VALIDATION_MIN = "validation_min"  # the lowest validation loss (``noise_floor="auto"``, legacy)
+    NONE = "none"  # no floor (``noise_floor=None``)
+
+
+_SETTINGS = {FloorKind.VALIDATION_MIN: "auto", FloorKind.ESTIMATED: "estimate", FloorKind.NONE: None}
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """What the detector knows about the noise floor σ̂², and the floor in effect.
+
+    ``value`` is the floor (known), or the latest estimate (estimated; None before the first);
+    ``low`` and ``high`` bound it (an estimate's interval; both equal ``value`` for a known
+    floor). Build it from what a user passes with :meth:`from_setting`; an estimate replaces
+    the old one with :meth:`with_estimate` (the object itself never changes).
+
+    Example:
+        >>> floor = NoiseFloor.from_setting("estimate")
+        >>> floor.kind.value, floor.setting, floor.in_effect()
+        ('estimated', 'estimate', None)
+        >>> floor = floor.with_estimate(0.9, low=0.8, high=1.0)
+        >>> floor.in_effect(), floor.bounds(lowest_val_loss=0.85)
+        (0.9, (0.8, 1.0))
+        >>> NoiseFloor.from_setting(0.5).bounds(), NoiseFloor.from_setting("auto").kind.value
+        ((0.5, 0.5), 'validation_min')
+    """
+
+    kind: FloorKind
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @classmethod
+    def from_setting(cls, setting: float | str | None) -> NoiseFloor:
+        """The floor for a user's ``noise_floor``: a float ≥ 0, ``"estimate"``, ``"auto"`` or None."""
+        if setting is None:
+            return cls(FloorKind.NONE)
+        if isinstance(setting, str):
+            for kind, name in _SETTINGS.items():
+                if setting == name:
+                    return cls(kind)
+            raise ValueError(
+                f"Expected argument `noise_floor` to be a float, 'estimate', 'auto' or None but got {setting!r}."
+            )
+        value = _check_number("noise_floor", setting, low=0.0, note="or 'estimate', 'auto' or None")
+        return cls(FloorKind.KNOWN, value, value, value)
+
+    @property
+    def setting(self) -> float | str | None:
+        """What the user passed: the known float, ``"estimate"``, ``"auto"`` or None."""
+        return self.value if self.kind is FloorKind.KNOWN else _SETTINGS[self.kind]
+
+    def with_estimate(self, value: float, low: float, high: float) -> NoiseFloor:
+        """An estimated floor holding this estimate (checked: finite, 0 ≤ low ≤ value ≤ high; high may be inf)."""
+        value = _check_number("value", value, low=0.0)
+        low = _check_number("low", low, low=0.0, high=value, note="the interval's lower end, at most `value`")
+        if not _is_inf(high):
+            high = _check_number("high", high, low=value, note="the interval's upper end, at least `value`, or inf")
+        return NoiseFloor(FloorKind.ESTIMATED, value, low, float(high))
+
+    def without_estimate(self) -> NoiseFloor:
+        """The same floor before any estimate (an estimated floor forgets its value)."""
+        return NoiseFloor(self.kind) if self.kind is FloorKind.ESTIMATED else self
+
+    def in_effect(self, validation_floor: float | None = None) -> float | None:
+        """The floor in effect: the known value, the latest estimate, ``validation_floor`` (the
+        lowest validation loss once validation has stopped improving, for ``"auto"``) or None."""
+        if self.kind is FloorKind.VALIDATION_MIN:
+            return validation_floor
+        return self.value
+
+    def bounds(
+        self, validation_floor: float | None = None, lowest_val_loss: float | None = None
+    ) -> tuple[float, float] | None:
+        """(low, high): the floors the conditions compare with, or None while there is none.
+
+        Known: (value, value). Estimated: the interval, its lower end capped at the lowest
+        validation loss seen (no model does better than the floor on fresh data, so every
+        validation loss bounds the floor from above): the conservative end of each comparison.
+        ``"auto"``: (``validation_floor``, ``validation_floor``).
+        """
+        if self.kind is FloorKind.ESTIMATED and self.value is not None:
+            assert self.low is not None and self.high is not None
+            low = self.low if lowest_val_loss is None else min(self.low, lowest_val_loss)
+            return low, self.high
+        floor = self.in_effect(validation_floor)
+        return None if floor is None else (floor, floor)
+
+    def can_be_positive(self) -> bool:
+        """Whether a floor above 0 is possible (``near_floor`` can be evaluated)."""
+        return self.kind is FloorKind.ESTIMATED or (self.kind is FloorKind.KNOWN and float(self.value or 0.0) > 0.0)
+
+
 class NearInterpolationDetector:
     """Recognises the near-interpolation signature from norms and losses (see module doc).
 
     Args:
-        noise_floor: σ̂² as a float ≥ 0, ``"auto"``, or ``None`` (condition unused).
-        margin: the floor condition is ``train_loss < margin * noise_floor``.
+        noise_floor: σ̂², the lowest loss any model reaches on fresh data: a float ≥ 0 (known),
+            ``"estimate"`` (the latest estimate given to :meth:`set_floor_estimate`, with its
+            interval; nothing fires on the floor before the first), ``"auto"`` (legacy: the
+            lowest validation loss, once validation has stopped improving; not an estimate of
+            the noise) or ``None`` (no floor). :attr:`noise_floor` returns it as given;
+            :attr:`floor` is the :class:`NoiseFloor` in use.
+        margin: the floor condition is ``train_loss < margin * noise_floor`` (with an
+            estimate, ``margin`` × the lower end of its interval).
         min_gap: the gap must exceed ``min_gap * noise_floor`` (when a floor is known) for
             ``gap_widening`` to hold. A well-posed model with p parameters converges to a
             training loss of about σ²(1 − p/n), just under the floor, with a gap of about
@@ -367,10 +416,7 @@ class NearInterpolationDetector:
         min_norm_increase: float = 0.01,
         top_k: int = 3,
     ) -> None:
-        if isinstance(noise_floor, str) and noise_floor != "auto":
-            raise ValueError(f"Expected argument `noise_floor` to be a float, 'auto' or None but got {noise_floor!r}.")
-        if noise_floor is not None and not isinstance(noise_floor, str):
-            noise_floor = _check_number("noise_floor", noise_floor, low=0.0, note="or 'auto' or None")
+        floor = NoiseFloor.from_setting(noise_floor)
         _check_number("margin", margin, low=0.0, low_open=True)
         _check_number("min_gap", min_gap, low=0.0)
         _check_int("patience", patience, 1)
@@ -386,23 +432,23 @@ class NearInterpolationDetector:
                     f"Expected argument `require` to be a non-empty list of {sorted(names)} or None "
                     f"but got {require!r}."
                 )
-            if noise_floor is None:
+            if floor.kind is FloorKind.NONE:
                 never = {"below_floor", "near_floor"} & set(require)
-            elif noise_floor == "auto" or float(noise_floor) == 0.0:
+            elif not floor.can_be_positive():
                 never = {"near_floor"} & set(require)
             else:
                 never = set()
             if never:
                 raise ValueError(
                     f"Expected argument `require` to name conditions that can be evaluated with "
-                    f"noise_floor={noise_floor!r} but got {sorted(never)} (below_floor needs a floor; near_floor "
-                    "a known floor above 0)."
+                    f"noise_floor={floor.setting!r} but got {sorted(never)} (below_floor needs a floor; near_floor "
+                    "a known or estimated floor above 0)."
                 )
         _check_number("confidence", confidence, low=0.5, high=1.0)
         _check_int("baseline_checks", baseline_checks, 1)
         _check_number("min_norm_increase", min_norm_increase, low=0.0)
         _check_int("top_k", top_k, 0)
-        self.noise_floor: float | str | None = noise_floor
+        self._floor = floor
         self.margin = float(margin)
         self.min_gap = float(min_gap)
         self.patience = patience
@@ -426,6 +472,7 @@ class NearInterpolationDetector:
         self._layers: deque[np.ndarray] = deque(maxlen=self.window)  # log norms, aligned to _layer_names
         self._baseline: list[float] = []
         self._gaps: deque[tuple[int, float]] = deque(maxlen=self.window)
+        self._floor = self._floor.without_estimate()
         self._best_val = math.inf  # lowest validation loss (the "auto" floor)
         self._best_score = math.inf  # best validation score, as a loss (a "max" metric negated)
         self._since_best = 0
@@ -434,6 +481,42 @@ class NearInterpolationDetector:
         self._active_rules: list[str] = []  # the rules whose streak and gate held at the last decision
         self._lowest_growth = math.inf  # the lowest growth exponent at an earlier decision
         self._drift: float | None = None  # ‖w − w_best‖ / ‖w − w₀‖ at the current decision
+
+    # ------------------------------------------------------------------ the floor
+    @property
+    def noise_floor(self) -> float | str | None:
+        """The ``noise_floor`` setting as given: a float, ``"estimate"``, ``"auto"`` or None."""
+        return self._floor.setting
+
+    @property
+    def floor(self) -> NoiseFloor:
+        """The noise floor in use, with the latest estimate (a frozen value)."""
+        return self._floor
+
+    def set_floor_estimate(self, value: float, low: float, high: float) -> None:
+        """Use this estimate of the floor, with its interval, from the next :meth:`update` on.
+
+        Only ``noise_floor="estimate"`` reads it: with any other setting the (checked) estimate
+        is ignored, so a caller may pass it whatever the setting. The latest estimate replaces
+        the one before; it is saved by :meth:`state_dict` and forgotten by :meth:`reset`.
+
+        How it is used (the conservative end of its interval in each comparison):
+        ``below_floor`` holds when ``train_loss < margin * low``, with ``low`` capped at the
+        lowest validation loss seen; ``near_floor`` compares with that ``low`` and needs a gap
+        above ``min_gap * high``. An interval that reaches 0 is a floor of 0 (clean labels):
+        neither condition can hold, so the detector does not fire.
+
+        Example:
+            >>> det = NearInterpolationDetector(noise_floor="estimate")
+            >>> det.current_floor() is None
+            True
+            >>> det.set_floor_estimate(1.2, low=1.1, high=1.3)
+            >>> det.current_floor(), det.floor.low, det.noise_floor
+            (1.2, 1.1, 'estimate')
+        """
+        estimated = self._floor.with_estimate(value, low, high)  # checked whatever the setting
+        if self._floor.kind is FloorKind.ESTIMATED:
+            self._floor = estimated
 
     # ------------------------------------------------------------------ inputs
     def update(
@@ -495,7 +578,7 @@ class NearInterpolationDetector:
         """Whether a rule reads ``drifted`` (the guard then tracks the distances it needs)."""
         if self.require is not None:
             return Condition.DRIFTED.value in self.require
-        return self.noise_floor is None or self.noise_floor == "auto"
+        return self._floor.kind in (FloorKind.NONE, FloorKind.VALIDATION_MIN)
 
     @property
     def improved(self) -> bool:
@@ -528,24 +611,34 @@ class NearInterpolationDetector:
         """
         if self.require is not None:
             return (Rule(self.require, self.patience),)
-        if self.noise_floor is None:  # without validation this stays insufficient: the norm never fires alone
+        kind = self._floor.kind
+        if kind is FloorKind.NONE:  # without validation this stays insufficient: the norm never fires alone
             return (Rule(("val_stalled", "gap_widening"), self.patience, gate=("drifted",)),)
-        if self.noise_floor == "auto":
+        if kind is FloorKind.VALIDATION_MIN:
             return (Rule(("below_floor", "val_stalled", "gap_widening"), self.patience, gate=("drifted",)),)
         fast = min(self.floor_patience, self.patience)
         if not self._validations:
             return (Rule(("below_floor",), fast),)
-        if float(self.noise_floor) == 0.0:
+        if not self._floor.can_be_positive():  # a known floor of 0
             return (Rule(("below_floor", "val_stalled"), fast),)
-        return (
+        return (  # a known floor above 0, or an estimate (an estimate of 0 never holds below_floor or near_floor)
             Rule(("below_floor", "val_stalled"), fast),
             Rule(("val_stalled",), self.patience, gate=("near_floor",)),
         )
 
     def current_floor(self) -> float | None:
-        if self.noise_floor == "auto":
-            return self._best_val if self._validations and self._since_best >= 1 else None
-        return None if self.noise_floor is None else float(self.noise_floor)
+        """The floor in effect: the known value, the latest estimate (None before the first),
+        the lowest validation loss once validation has stopped improving (``"auto"``) or None."""
+        return self._floor.in_effect(self._validation_floor())
+
+    def _validation_floor(self) -> float | None:
+        """The ``"auto"`` floor: the lowest validation loss, once validation has failed to improve."""
+        return self._best_val if self._validations and self._since_best >= 1 else None
+
+    def _floor_bounds(self) -> tuple[float, float] | None:
+        """(low, high) floors the conditions compare with (see :meth:`NoiseFloor.bounds`)."""
+        lowest = self._best_val if self._validations else None
+        return self._floor.bounds(self._validation_floor(), lowest)
 
     def _record_layers(self, layer_norms: dict[str, float]) -> None:
         names = tuple(layer_norms)
@@ -579,48 +672,15 @@ class NearInterpolationDetector:
         growth, growth_positive = self.growth()
         trend, trend_positive = self.gap_trend()
         floor = self.current_floor()
+        bounds = self._floor_bounds()
         gap = self._gaps[-1][1] if self._gaps else None
-
-        below: bool | None = None
-        if floor is not None and train_loss is not None:
-            below = train_loss < self.margin * floor
-        elif self.noise_floor == "auto" and self._validations:
-            below = False  # validation still improving: no floor estimate yet, so not held
-        near: bool | None = None
-        if self._known_positive_floor() and floor is not None and train_loss is not None and val_loss is not None:
-            level = self.margin * floor
-            near = (
-                train_loss < level + 0.5 * max(val_loss - level, 0.0) and val_loss - train_loss > self.min_gap * floor
-            )
-        growing: bool | None = None
-        if growth is not None and math.isfinite(self._lowest_growth):
-            baseline = float(np.median(self._baseline))
-            growing = (
-                growth > self.min_growth
-                and growth > self._lowest_growth + self.rebound * abs(self._lowest_growth)
-                and growth_positive is not None
-                and growth_positive >= self.confidence
-                and self._norms[-1][1] > baseline * (1.0 + self.min_norm_increase)
-            )
-        widening: bool | None = None
-        if trend is not None and gap is not None:
-            widening = (
-                trend > 0
-                and trend_positive is not None
-                and trend_positive >= self.confidence
-                and gap > 0
-                and gap > self.min_gap * (floor or 0.0)
-            )
-        stalled: bool | None = (self._since_best >= 1) if self._validations else None
-        drifted = None if not decide or self._drift is None else self._drift > self.drift_share
-
         conditions = {
-            Condition.BELOW_FLOOR.value: below,
-            Condition.NEAR_FLOOR.value: near,
-            Condition.VAL_STALLED.value: stalled,
-            Condition.NORM_GROWING.value: growing,
-            Condition.GAP_WIDENING.value: widening,
-            Condition.DRIFTED.value: drifted,
+            Condition.BELOW_FLOOR.value: self._below_floor(train_loss, bounds),
+            Condition.NEAR_FLOOR.value: self._near_floor(train_loss, val_loss, bounds),
+            Condition.VAL_STALLED.value: self._val_stalled(),
+            Condition.NORM_GROWING.value: self._norm_growing(growth, growth_positive),
+            Condition.GAP_WIDENING.value: self._gap_widening(trend, trend_positive, gap, floor),
+            Condition.DRIFTED.value: self._drifted(decide),
         }
         fired = False
         rules = self.rules()
@@ -646,10 +706,73 @@ class NearInterpolationDetector:
             train_loss=train_loss,
             top_layers=self._top_layers() if decide else (),
             drift=self._drift if decide else None,
+            **self._estimate_bounds(bounds),
         )
 
-    def _known_positive_floor(self) -> bool:
-        return self.noise_floor not in (None, "auto") and float(self.noise_floor) > 0.0
+    def _estimate_bounds(self, bounds: tuple[float, float] | None) -> dict[str, float]:
+        """An estimated floor's (low, high) as the conditions used them, for the verdict."""
+        if self._floor.kind is not FloorKind.ESTIMATED or bounds is None:
+            return {}
+        return {"noise_floor_low": bounds[0], "noise_floor_high": bounds[1]}
+
+    # ------------------------------------------------------------------ conditions
+    def _below_floor(self, train_loss: float | None, bounds: tuple[float, float] | None) -> bool | None:
+        """``below_floor``: the training loss under ``margin`` × the floor (an estimate's lower end)."""
+        if bounds is not None and train_loss is not None:
+            return train_loss < self.margin * bounds[0]
+        if self._floor.kind is FloorKind.VALIDATION_MIN and self._validations:
+            return False  # validation still improving: no floor yet, so not held
+        return None
+
+    def _near_floor(
+        self, train_loss: float | None, val_loss: float | None, bounds: tuple[float, float] | None
+    ) -> bool | None:
+        """``near_floor``: the training loss nearer the floor than the validation loss, the gap
+        above ``min_gap`` × the floor; only with a known or estimated floor above 0."""
+        if not self._floor.can_be_positive() or bounds is None or bounds[0] <= 0.0:
+            return None
+        if train_loss is None or val_loss is None:
+            return None
+        low, high = bounds
+        level = self.margin * low
+        return train_loss < level + 0.5 * max(val_loss - level, 0.0) and val_loss - train_loss > self.min_gap * high
+
+    def _val_stalled(self) -> bool | None:
+        """``val_stalled``: the last validation did not improve on the best score."""
+        return (self._since_best >= 1) if self._validations else None
+
+    def _norm_growing(self, growth: float | None, growth_positive: float | None) -> bool | None:
+        """``norm_growing``: the growth exponent above ``min_growth``, rebounded above its own
+        lowest value, rising with ``confidence``, and the norm above its early baseline."""
+        if growth is None or not math.isfinite(self._lowest_growth):
+            return None
+        baseline = float(np.median(self._baseline))
+        return (
+            growth > self.min_growth
+            and growth > self._lowest_growth + self.rebound * abs(self._lowest_growth)
+            and growth_positive is not None
+            and growth_positive >= self.confidence
+            and self._norms[-1][1] > baseline * (1.0 + self.min_norm_increase)
+        )
+
+    def _gap_widening(
+        self, trend: float | None, trend_positive: float | None, gap: float | None, floor: float | None
+    ) -> bool | None:
+        """``gap_widening``: the gap's slope positive with ``confidence``, the latest gap above
+        0 and above ``min_gap`` × the floor in effect."""
+        if trend is None or gap is None:
+            return None
+        return (
+            trend > 0
+            and trend_positive is not None
+            and trend_positive >= self.confidence
+            and gap > 0
+            and gap > self.min_gap * (floor or 0.0)
+        )
+
+    def _drifted(self, decide: bool) -> bool | None:
+        """``drifted``: ‖w − w_best‖ / ‖w − w₀‖ above ``drift_share`` at this validation."""
+        return None if not decide or self._drift is None else self._drift > self.drift_share
 
     def _decide(self, rules: tuple[Rule, ...], conditions: dict[str, bool | None]) -> tuple[Reason, bool]:
         """Advance each rule's streak by this decision; (reason, fired)."""
@@ -704,7 +827,16 @@ class NearInterpolationDetector:
             "streaks": dict(self._streaks),
             "active_rules": list(self._active_rules),
             "lowest_growth": self._lowest_growth,
+            **self._estimate_state(),
         }
+
+    def _estimate_state(self) -> dict[str, Any]:
+        """The latest estimate (``noise_floor="estimate"`` only: other checkpoints are as before)."""
+        if self._floor.kind is not FloorKind.ESTIMATED:
+            return {}
+        floor = self._floor
+        estimate = None if floor.value is None else {"value": floor.value, "low": floor.low, "high": floor.high}
+        return {"floor_estimate": estimate}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reset()
@@ -729,3 +861,6 @@ class NearInterpolationDetector:
         else:  # before gates: a rule was active when its streak reached its patience
             self._active_rules = [r.name for r in self.rules() if self._streaks.get(r.name, 0) >= r.patience]
         self._lowest_growth = float(state.get("lowest_growth", math.inf))
+        estimate = state.get("floor_estimate")
+        if estimate is not None:  # a resume keeps the latest estimate (ignored unless "estimate")
+            self.set_floor_estimate(estimate["value"], estimate["low"], estimate["high"])
