@@ -660,3 +660,208 @@ def test_cli_without_matplotlib_says_how_to_install(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'normguard[report]'" in err and "--no-figure" in err
     assert main(["report", str(tmp_path), "--no-figure"]) == 0
+
+
+# ---------------------------------------------------------------------------- issue 25.5 / 26.6 / 26.7
+
+
+def test_event_json_codec_round_trips_through_a_real_event_file(tmp_path: Path) -> None:
+    """One codec: inf, -inf and NaN written one way ({"__float__": ...}), read back as floats; a
+    string "inf" stays a string; an unknown kind (a newer normguard) is kept as OTHER."""
+    from normguard.events import events_from_json, events_to_json, from_json_safe, to_json_safe
+
+    data = {"gap": math.inf, "low": -math.inf, "x": math.nan, "text": "inf", "nested": [1.5, {"y": math.inf}]}
+    events = [Event(5, EventKind.DETECTOR_FIRED, "fired", data), Event(5, EventKind.STOP, "stopping: $x$")]
+    text = events_to_json(events)
+    json.loads(text)  # strict JSON
+    assert '{"__float__": "inf"}' in text and '{"__float__": "nan"}' in text and '"text": "inf"' in text
+    back = events_from_json(text)
+    assert [e.kind for e in back] == [EventKind.DETECTOR_FIRED, EventKind.STOP]
+    assert back[0].data["gap"] == math.inf and back[0].data["low"] == -math.inf and math.isnan(back[0].data["x"])
+    assert back[0].data["text"] == "inf" and back[0].data["nested"] == [1.5, {"y": math.inf}]
+    assert from_json_safe(json.loads(json.dumps(to_json_safe((np.float64("inf"), 2))))) == [math.inf, 2]
+    with pytest.raises(TypeError, match="tensors"):
+        to_json_safe({"w": torch.zeros(1)})
+    [other] = events_from_json('[{"step": 1, "kind": "from_2030", "message": "m"}]')
+    assert other.kind is EventKind.OTHER and other.name == "from_2030" and other.line() == "step 1 [from_2030] m"
+    # through a real TensorBoard event file, read back by the report: the same events
+    sink = SummaryWriterSink(str(tmp_path))
+    sink.scalars(5, {tags.TOTAL_NORM: 1.0})
+    sink.events(5, events)
+    sink.close()
+    [run] = report.load_runs(tmp_path).values()
+    assert [(e.step, e.kind, e.message) for e in run.events] == [(e.step, e.kind, e.message) for e in events]
+    assert run.events[0].data["gap"] == math.inf and math.isnan(run.events[0].data["x"])
+    assert isinstance(run.events[0], Event)  # one event type, emitted and read back
+
+
+def write_baselines(log_dir: Path) -> None:
+    """Runs trained without normguard, as Lightning's and Hugging Face's TensorBoard loggers write them."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(log_dir / "lightning_plain")) as writer:
+        for step in range(0, 100, 10):
+            writer.add_scalar("train_loss_step", 2.0 / (1 + step), step)
+            writer.add_scalar("epoch", float(step // 50), step)
+        for step in (49, 99):
+            writer.add_scalar("val_loss", 1.5 - step / 200, step)
+    with SummaryWriter(str(log_dir / "hf_plain")) as writer:
+        for step in (10, 20, 30):
+            writer.add_scalar("train/loss", 3.0 / step, step)
+            writer.add_scalar("train/epoch", step / 30, step)
+        writer.add_scalar("eval/loss", 0.7, 30)
+
+
+def test_baselines_without_normguard_are_drawn_from_the_loggers_losses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 26.6: `normguard report runs/hf` shows the plain baseline beside the guarded run."""
+    pytest.importorskip("matplotlib")
+    write_baselines(tmp_path)
+    write_synthetic(tmp_path / "guarded")
+    runs = report.load_runs(tmp_path)
+    assert set(runs) == {"lightning_plain", "hf_plain", "guarded"}
+    light, hf = runs["lightning_plain"], runs["hf_plain"]
+    assert not light.has_normguard_data and runs["guarded"].has_normguard_data
+    assert (light.train_loss_tag, light.val_loss_tag) == ("train_loss_step", "val_loss")
+    assert (hf.train_loss_tag, hf.val_loss_tag) == ("train/loss", "eval/loss")
+    s = report.summarize(hf)
+    assert s["source"] == "logger"
+    assert s["final_train_loss"] == pytest.approx(0.1, rel=1e-6) and s["final_val_loss"] == pytest.approx(0.7, rel=1e-6)
+    assert s["events"] == [] and s["checks"] == 0 and s["kept_last_weights"] is False
+    fig = report.make_figure(runs)
+    rendered(fig)
+    for name, run in (("lightning_plain", light), ("hf_plain", hf)):
+        ax = fig.normguard_axes[name]["loss"]
+        [train] = [ln for ln in ax.lines if ln.get_label() == f"train loss ({run.train_loss_tag})"]
+        assert train.get_ydata().tolist() == pytest.approx(run.train_loss().values.tolist())
+        assert any(ln.get_label() == f"validation loss ({run.val_loss_tag})" for ln in ax.lines)
+        assert "baseline without normguard" in fig.normguard_axes[name]["events"].get_title()
+    assert main(["report", str(tmp_path), "--no-figure"]) == 0
+    out = capsys.readouterr().out
+    assert "hf_plain: 30 steps, baseline without normguard (losses from train/loss / eval/loss)" in out
+
+
+def test_x_axis_by_epoch_from_what_the_framework_logged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    write_baselines(tmp_path)
+    runs = report.load_runs(tmp_path)
+    fig = report.make_figure(runs, x="epoch")
+    ax = fig.normguard_axes["hf_plain"]["loss"]
+    [train] = [ln for ln in ax.lines if ln.get_label().startswith("train loss")]
+    assert train.get_xdata().tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert ax.get_xlim() == fig.normguard_axes["lightning_plain"]["loss"].get_xlim()
+    assert fig.normguard_axes["lightning_plain"]["conditions"].get_xlabel() == "epoch"
+    assert main(["report", str(tmp_path), "--x", "epoch", "--out", str(tmp_path / "r.png")]) == 0
+    write_synthetic(tmp_path / "custom_loop")  # logged no epoch
+    capsys.readouterr()
+    assert main(["report", str(tmp_path), "--x", "epoch", "--out", str(tmp_path / "r.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'custom_loop' logged none" in err and "--x epoch" in err
+
+
+def hold_floor_run(log_dir: Path, optimizer: str = "adam", steps: int = 160) -> ng.NormGuard:
+    """The paper's linear setting with hold_floor: the training loss dips under the floor, the controller engages."""
+    g = torch.Generator().manual_seed(0)
+    n, d = 200, 300
+    scale = torch.arange(1, d + 1, dtype=torch.float32).pow(-0.75)
+    beta = torch.randn(d, generator=g) * math.sqrt(10.0 / d)
+    x, xv = torch.randn(n, d, generator=g) * scale, torch.randn(n // 2, d, generator=g) * scale
+    y, yv = x @ beta + torch.randn(n, generator=g), xv @ beta + torch.randn(n // 2, generator=g)
+    model = torch.nn.Linear(d, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    cls = torch.optim.Adam if optimizer == "adam" else torch.optim.AdamW
+    opt = cls(model.parameters(), lr=1e-2, weight_decay=0.0)
+    guard = ng.NormGuard(model, opt, log_dir=str(log_dir), every_n_steps=10, noise_floor=1.0, action="hold_floor")
+    with guard:
+        for step in range(1, steps + 1):
+            loss = (model(x).squeeze(-1) - y).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            guard.step(loss)
+            if step % 20 == 0:
+                with torch.no_grad():
+                    guard.validation_end((model(xv).squeeze(-1) - yv).pow(2).mean())
+    return guard
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_hold_floor_writes_one_weight_decay_tag_per_group_and_draws_one_line(tmp_path: Path, optimizer: str) -> None:
+    """Issue 26.7: one weight-decay tag per group, the decay in effect (under Adam hold_floor shrinks the
+    weights itself: its λ, not the optimizer's 0); issue 26.6: one λ line and one engage line in the
+    figure, not a dashed line per change."""
+    pytest.importorskip("matplotlib")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    guard = hold_floor_run(tmp_path, optimizer)
+    changes = [e for e in guard.events if e.kind is EventKind.WEIGHT_DECAY_CHANGED]
+    assert len(changes) > 3
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    decay_tags = [t for t in acc.Tags()["scalars"] if t.startswith(tags.WEIGHT_DECAY + "/")]
+    assert decay_tags == [tags.weight_decay_tag(0)] == ["normguard/weight_decay/group_0"]
+    logged = {e.step: e.value for e in acc.Scalars(decay_tags[0])}
+    lam = changes[-1].data["new"]
+    assert logged[max(logged)] == pytest.approx(lam, rel=1e-6) and lam > 0
+    run = report.load_runs(tmp_path)["."]
+    engaged = run.engaged_steps()
+    assert len(engaged) == 1 and engaged[0] == changes[0].step
+    fig = report.make_figure({"hold": run})
+    rendered(fig)
+    column = fig.normguard_axes["hold"]
+    decay_lines = [ln for ax in column.values() for ln in ax.lines if "weight_decay_changed" in str(ln.get_gid())]
+    drawn_lines = {ln.get_gid() for ln in decay_lines if ln.get_gid().startswith("event-line:")}
+    assert drawn_lines == {f"event-line:weight_decay_changed:{engaged[0]}"}  # one line, where it engaged
+    [lam_line] = [ln for ln in column["weight_decay"].lines if ln.get_label() == "λ group 0"]
+    assert lam_line.get_ydata()[-1] == pytest.approx(lam, rel=1e-6)
+    assert any(ln.get_label() == f"engaged (step {engaged[0]})" for ln in column["weight_decay"].lines)
+    assert "weight decay engaged at step" in column["events"].get_title()
+
+
+def test_honest_wording_for_shrinking_layers_and_restores(tmp_path: Path) -> None:
+    """Issue 26.6: a layer that shrank says so; "restored" only after a restore that changed the weights."""
+    pytest.importorskip("matplotlib")
+    shrinking = {
+        tags.layer_tag("grows"): report.Series.from_pairs([(10, 1.0), (20, 1.2)]),
+        tags.layer_tag("shrinks"): report.Series.from_pairs([(10, 3.0), (20, 2.0)]),
+        tags.TOTAL_NORM: report.Series.from_pairs([(10, 3.2), (20, 2.3)]),
+    }
+    restore_latest = Event(20, EventKind.RESTORE, "restored the weights of step 20", {"best_step": 20})
+    restore_old = Event(20, EventKind.RESTORE, "restored the weights of step 10", {"best_step": 10})
+    change = Event(10, EventKind.WEIGHT_DECAY_CHANGED, "hold_floor engaged", {"engaged": True})
+    runs = {
+        "kept": report.RunData("kept", "", dict(shrinking), [change, restore_latest]),
+        "no_restore": report.RunData("no_restore", "", dict(shrinking), [change]),
+        "restored": report.RunData("restored", "", dict(shrinking), [restore_old]),
+    }
+    s = {name: report.summarize(run) for name, run in runs.items()}
+    assert [c["change"] for c in s["kept"]["layer_changes"]] == ["shrank ×0.667", "grew ×1.2"]
+    assert s["kept"]["restored_to_step"] is None and s["kept"]["kept_last_weights"] is True
+    assert s["no_restore"]["restored_to_step"] is None and s["no_restore"]["kept_last_weights"] is True
+    assert s["restored"]["restored_to_step"] == 10 and s["restored"]["final_norm"] == 3.2
+    fig = report.make_figure(runs)
+    rendered(fig)
+    titles = {name: fig.normguard_axes[name]["events"].get_title() for name in runs}
+    assert "kept the last weights" in titles["kept"] and "restored" not in titles["kept"]
+    assert "kept the last weights" in titles["no_restore"]
+    assert "restored the weights of step 10" in titles["restored"]
+    legend = fig.normguard_axes["kept"]["layers"].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["shrinks: shrank ×0.667", "grows: grew ×1.2"]
+    assert "fastest-growing" not in legend.get_title().get_text()
+    page = report.report_html(runs, {})
+    assert "<td>kept the last weights</td>" in page
+
+
+def test_four_runs_stay_legible_at_100_percent_zoom(tmp_path: Path) -> None:
+    """Issue 26.6: the 4-run figure was 3 344 px wide; now at most 1600 px, the runs wrapped into rows."""
+    pytest.importorskip("matplotlib")
+    for name in ("a", "b", "c", "d"):
+        write_synthetic(tmp_path / "logs" / name)
+    out = report.plot_report(report.load_runs(tmp_path / "logs"), tmp_path / "r.png")
+    width, height = page_module._png_size(out.read_bytes()) or (0, 0)
+    assert 1200 <= width <= 1600 and height > width  # two columns, two rows
+    fig = report.make_figure(report.load_runs(tmp_path / "logs"))
+    rendered(fig)
+    left = {name: round(column["loss"].get_window_extent().x0) for name, column in fig.normguard_axes.items()}
+    assert left["a"] == left["c"] and left["b"] == left["d"] and left["a"] < left["b"]

@@ -439,7 +439,7 @@ def make_figure(
     subfigs = fig.subfigures(rows, cols, squeeze=False, hspace=0.02, wspace=0.01)
     limits = x_range if x_range is not None else _x_range(runs, axis)
     fig.normguard_axes = {}
-    for index, run in enumerate(runs.values()):
+    for index, (name, run) in enumerate(runs.items()):
         sub = subfigs[index // cols, index % cols]
         axes = sub.subplots(len(panels), 1, sharex=True, gridspec_kw={"height_ratios": heights})
         col = _Column(fig, list(np.atleast_1d(axes)), panels, run, axis)
@@ -454,7 +454,7 @@ def make_figure(
         col.ax[panels[-1]].set_xlim(*limits)
         col.ax[panels[-1]].set_xlabel(axis)
         _plain(col.ax[panels[0]].set_title(_title(run), fontsize="medium"))
-        fig.normguard_axes[run.name] = col.ax
+        fig.normguard_axes[name] = col.ax
     if title:
         fig.suptitle("normguard report", fontsize="large")
     return fig
