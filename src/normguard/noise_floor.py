@@ -307,6 +307,17 @@ def _probabilities(outputs: torch.Tensor) -> torch.Tensor:
     return torch.softmax(outputs, dim=1)
 
 
+def _flatten(outputs: torch.Tensor, targets: torch.Tensor, kind: Task) -> tuple[torch.Tensor, torch.Tensor]:
+    """Examples along dim 0 (views, no sync): classification (M, C) and (M,) (binary, one logit:
+    (M,) and (M,)), every position of a sequence an example; regression (N, D) and (N, D)."""
+    if kind == "classification":
+        if outputs.shape == targets.shape:
+            return outputs.reshape(-1), targets.reshape(-1)
+        return outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1)
+    n = targets.shape[0]
+    return outputs.reshape(targets.shape).reshape(n, -1), targets.reshape(n, -1)
+
+
 # ----------------------------------------------------------------------------- classification
 
 
@@ -513,7 +524,7 @@ def estimate_noise_floor(
         >>> noisy = torch.where(torch.rand(2000, generator=g) < 0.3, torch.randint(0, 4, (2000,), generator=g), clean)
         >>> est = estimate_noise_floor(logits, noisy)
         >>> round(label_noise_floor(0.3, 4), 3), round(est.value, 3), est.low < est.value < est.high
-        (0.78, 0.765, True)
+        (0.78, 0.768, True)
     """
     _check_options(confidence, num_bootstrap)
     outputs_t, targets_t = _as_tensor(outputs, "outputs"), _as_tensor(targets, "targets")
@@ -561,13 +572,14 @@ class NoiseFloorEstimator:
         """Keep one batch (checked by dtype and shape only: no host sync)."""
         outputs_t, targets_t = _as_tensor(outputs, "outputs"), _as_tensor(targets, "targets")
         kind = _infer_task(outputs_t, targets_t, self.task if self._kind is None else self._kind)
+        outputs_t, targets_t = _flatten(outputs_t, targets_t, kind)
         if self._outputs:
             first_o, first_t = self._outputs[0], self._targets[0]
             if outputs_t.shape[1:] != first_o.shape[1:] or targets_t.shape[1:] != first_t.shape[1:]:
                 raise ValueError(
-                    f"Expected every batch's `outputs` and `targets` to have the shapes (*, "
-                    f"{', '.join(map(str, first_o.shape[1:]))}) and (*, {', '.join(map(str, first_t.shape[1:]))}) "
-                    f"of the first batch but got {tuple(outputs_t.shape)} and {tuple(targets_t.shape)}."
+                    f"Expected every batch's `outputs` and `targets` to match the first batch's (per example: "
+                    f"{tuple(first_o.shape[1:])} and {tuple(first_t.shape[1:])}) but got {tuple(outputs_t.shape)} "
+                    f"and {tuple(targets_t.shape)}."
                 )
             if outputs_t.device != first_o.device or targets_t.device != first_t.device:
                 raise ValueError(
