@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import FrozenInstanceError
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from normguard.detector import NearInterpolationDetector, Reason, label_noise_floor, theil_sen
+from normguard.detector import (
+    FloorKind,
+    NearInterpolationDetector,
+    NoiseFloor,
+    Reason,
+    label_noise_floor,
+    theil_sen,
+)
 
 FLOOR = 1.0
 
@@ -405,3 +414,230 @@ def test_needs_drift_only_where_a_rule_reads_it() -> None:
     assert NearInterpolationDetector(noise_floor=0.5, require=["below_floor", "drifted"]).needs_drift
     with pytest.raises(ValueError, match="`drift_share`"):
         NearInterpolationDetector(drift_share=0)
+
+
+# ---------------------------------------------------------------- the noise-floor type and the estimated floor
+
+
+@pytest.mark.parametrize(
+    ("setting", "kind", "in_effect"),
+    [
+        (0.7, "known", 0.7),
+        (0.0, "known", 0.0),
+        ("estimate", "estimated", None),
+        ("auto", "validation_min", None),
+        (None, "none", None),
+    ],
+)
+def test_noise_floor_type_keeps_what_the_user_passed(setting, kind: str, in_effect) -> None:
+    floor = NoiseFloor.from_setting(setting)
+    assert floor.kind is FloorKind(kind) and floor.setting == setting and floor.in_effect() == in_effect
+    det = NearInterpolationDetector(noise_floor=setting)
+    assert det.noise_floor == setting and type(det.noise_floor) is type(setting)
+    assert det.floor == floor and det.current_floor() == in_effect
+    with pytest.raises(FrozenInstanceError):
+        floor.value = 1.0  # type: ignore[misc]
+
+
+def test_noise_floor_type_rejects_bad_settings_and_estimates() -> None:
+    with pytest.raises(ValueError, match=r"`noise_floor`.*'estimate'"):
+        NoiseFloor.from_setting("estimated")
+    with pytest.raises(ValueError, match="`noise_floor`"):
+        NearInterpolationDetector(noise_floor=-1.0)
+    det = NearInterpolationDetector(noise_floor="estimate")
+    for (value, low, high), name in (
+        ((1.0, 1.1, 1.2), "`low`"),  # low above the value
+        ((1.0, 0.9, 0.95), "`high`"),  # high under the value
+        ((-0.1, 0.0, 0.1), "`value`"),
+        ((math.nan, 0.0, 0.1), "`value`"),
+        ((1.0, math.nan, 1.1), "`low`"),
+        ((1.0, 0.9, math.nan), "`high`"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            det.set_floor_estimate(value, low, high)
+    assert det.current_floor() is None  # a rejected estimate changes nothing
+    det.set_floor_estimate(1.0, 0.0, math.inf)  # an interval without an upper end is allowed
+    assert det.floor.high == math.inf and det.floor.low == 0.0
+
+
+def test_an_estimate_is_ignored_unless_the_floor_is_estimated() -> None:
+    for setting in (1.0, 0.0, "auto", None):
+        det = NearInterpolationDetector(noise_floor=setting, patience=3, window=4)
+        feed(det, signature_rows(3))
+        before = (det.state_dict(), det.current_floor(), det.floor)
+        det.set_floor_estimate(0.4, 0.3, 0.5)
+        assert (det.state_dict(), det.current_floor(), det.floor) == before, setting
+        with pytest.raises(ValueError, match="`low`"):  # but still checked
+            det.set_floor_estimate(0.4, 0.5, 0.6)
+
+
+def test_estimated_floor_rules_are_those_of_a_known_floor() -> None:
+    det = NearInterpolationDetector(noise_floor="estimate")
+    assert [r.name for r in det.rules()] == ["below_floor"] and not det.needs_drift
+    det.update(10, total_norm=1.0, train_loss=0.5, val_loss=1.0)
+    assert [(r.name, r.patience) for r in det.rules()] == [
+        ("below_floor+val_stalled", 7),
+        ("val_stalled|near_floor", 10),
+    ]
+    assert (
+        NearInterpolationDetector(noise_floor="estimate", require=["near_floor", "val_stalled"]).rules()[0].patience
+        == 10
+    )
+
+
+def test_before_the_first_estimate_the_floor_conditions_are_unavailable() -> None:
+    det = NearInterpolationDetector(noise_floor="estimate", patience=3, floor_patience=2, window=4)
+    verdicts = feed(det, signature_rows(10))  # memorising, but no estimate yet
+    assert not any(v.fired or v.active for v in verdicts)
+    assert all(v.conditions["below_floor"] is None and v.conditions["near_floor"] is None for v in verdicts)
+    assert all(v.noise_floor is None and v.noise_floor_low is None for v in verdicts)
+    assert verdicts[-1].streak == 9 and verdicts[-1].rule == "val_stalled|near_floor"  # EarlyStopping's count goes on
+
+
+def test_an_estimate_well_above_the_training_loss_fires_as_a_known_floor() -> None:
+    known = feed(NearInterpolationDetector(noise_floor=FLOOR, patience=3, window=5), signature_rows(8))
+    det = NearInterpolationDetector(noise_floor="estimate", patience=3, window=5)
+    det.set_floor_estimate(FLOOR, 0.9, 1.1)
+    estimated = feed(det, signature_rows(8))
+    assert [v.fired for v in estimated] == [v.fired for v in known] == [False] * 3 + [True] + [False] * 4
+    assert [v.active for v in estimated] == [v.active for v in known]
+    assert [v.conditions for v in estimated] == [v.conditions for v in known]
+    assert all(v.noise_floor == FLOOR and (v.noise_floor_low, v.noise_floor_high) == (0.9, 1.1) for v in estimated)
+    data = estimated[3].to_data()
+    assert (data["noise_floor"], data["noise_floor_low"], data["noise_floor_high"]) == (FLOOR, 0.9, 1.1)
+    assert "noise_floor_low" not in known[3].to_data()  # other floors: the event data as before
+    assert "estimated floor 1 [0.9, 1.1]" in estimated[3].describe()
+
+
+def test_a_training_loss_inside_the_interval_is_not_below_the_floor() -> None:
+    # train 0.97: under the estimate 1.0 but not under its lower end 0.9; validation stalls just above
+    rows = [(1.0 + 0.1 * i, 0.97, 1.0 + 0.01 * i) for i in range(8)]
+    known = feed(NearInterpolationDetector(noise_floor=FLOOR, patience=10, floor_patience=3, window=4), rows)
+    assert any(v.fired for v in known) and all(v.conditions["below_floor"] for v in known)
+    det = NearInterpolationDetector(noise_floor="estimate", patience=10, floor_patience=3, window=4)
+    det.set_floor_estimate(FLOOR, 0.9, 1.1)
+    estimated = feed(det, rows)
+    assert not any(v.fired or v.active for v in estimated)
+    assert all(v.conditions["below_floor"] is False for v in estimated)
+
+
+def test_the_lowest_validation_loss_caps_an_estimate_that_is_too_high() -> None:
+    # an estimate of 1.0 [0.9, 1.1] while validation reached 0.7: no model beats the floor on
+    # fresh data, so the floor is at most 0.7, and a training loss of 0.8 is not under it
+    det = NearInterpolationDetector(noise_floor="estimate", patience=10, floor_patience=2, window=4)
+    det.set_floor_estimate(1.0, 0.9, 1.1)
+    verdicts = feed(det, [(1.0 + 0.1 * i, 0.8, 0.7 + 0.01 * i) for i in range(6)])
+    assert all(v.noise_floor_low == pytest.approx(0.7) and v.noise_floor == 1.0 for v in verdicts)
+    assert all(v.conditions["below_floor"] is False for v in verdicts) and not any(v.fired for v in verdicts)
+    det.set_floor_estimate(1.0, 0.6, 1.1)  # a lower end under the best validation loss is used as it is
+    assert feed(det, [(2.0, 0.5, 0.8)], start=6)[0].noise_floor_low == 0.6
+
+
+@pytest.mark.parametrize("estimate", [(0.0, 0.0, 0.0), (0.02, 0.0, 0.05), (0.3, 0.0, 0.9)])
+def test_an_estimate_whose_interval_reaches_zero_never_fires(estimate: tuple[float, float, float]) -> None:
+    # clean labels: the model memorises its (clean) training set and validation stalls for 30
+    # validations; the estimate cannot be told from 0, so this is a floor of 0: nothing fires
+    rows = [(1.0 + 0.2 * i, 0.001, 0.3 + 0.01 * i) for i in range(30)]
+    zero = feed(NearInterpolationDetector(noise_floor=0.0, patience=3, floor_patience=2, window=4), rows)
+    det = NearInterpolationDetector(noise_floor="estimate", patience=3, floor_patience=2, window=4)
+    det.set_floor_estimate(*estimate)
+    verdicts = feed(det, rows)
+    assert not any(v.fired or v.active for v in verdicts) and not any(v.fired for v in zero)
+    assert [v.conditions["below_floor"] for v in verdicts] == [v.conditions["below_floor"] for v in zero]
+    assert all(v.conditions["near_floor"] is None for v in verdicts)
+
+
+def test_the_near_floor_rule_with_an_estimate() -> None:
+    # as test_training_loss_nearer_the_floor_than_validation_fires_at_patience, with an estimate
+    det = NearInterpolationDetector(noise_floor="estimate", patience=5, floor_patience=2, window=4)
+    det.set_floor_estimate(FLOOR, 0.9, 1.1)
+    verdicts = feed(det, stalled_rows(9, train=1.3, val=2.0))
+    assert all(v.conditions["near_floor"] and not v.conditions["below_floor"] for v in verdicts)
+    assert [v.fired for v in verdicts].index(True) == 5 and verdicts[5].rule == "val_stalled|near_floor"
+    # the conservative ends: level = 0.9 (low), gap > 0.1 × 1.1 (high)
+    det = NearInterpolationDetector(noise_floor="estimate", patience=5, floor_patience=2, window=4)
+    det.set_floor_estimate(FLOOR, 0.9, 1.1)
+    rows = [(1.0, 1.44, 2.0), (1.1, 1.46, 2.01), (1.2, 1.0, 1.105)]
+    verdicts = feed(det, rows)
+    # 1.46 ≥ (2.01 + 0.9) / 2; then a gap of 0.105, under 0.1 × 1.1: a known floor of 1.0 holds both
+    assert [v.conditions["near_floor"] for v in verdicts] == [True, False, False]
+    known = feed(NearInterpolationDetector(noise_floor=FLOOR, patience=5, floor_patience=2, window=4), rows)
+    assert [v.conditions["near_floor"] for v in known] == [True, True, True]
+
+
+def test_a_new_estimate_applies_from_the_next_update() -> None:
+    # validation stalled for 6 validations with no estimate; the first estimate opens the near_floor gate at once
+    det = NearInterpolationDetector(noise_floor="estimate", patience=5, floor_patience=2, window=4)
+    verdicts = feed(det, stalled_rows(7, train=1.3, val=2.0))
+    assert not any(v.fired for v in verdicts) and verdicts[-1].streak == 6
+    det.set_floor_estimate(FLOOR, 0.95, 1.05)
+    after = feed(det, [(2.0, 1.3, 2.1)], start=7)[0]
+    assert after.fired and after.rule == "val_stalled|near_floor" and after.noise_floor == FLOOR
+    det.set_floor_estimate(1.6, 1.5, 1.7)  # a higher floor: the training loss is now under it
+    later = feed(det, [(2.1, 1.3, 2.2), (2.2, 1.3, 2.3)], start=8)
+    assert all(v.conditions["below_floor"] and v.noise_floor == 1.6 for v in later)
+    assert det.current_floor() == 1.6 and (det.floor.low, det.floor.high) == (1.5, 1.7)
+
+
+def test_an_estimated_floor_survives_a_resume() -> None:
+    rows = stalled_rows(10, train=0.5, val=2.0)
+    full_det = NearInterpolationDetector(noise_floor="estimate", patience=5, floor_patience=3, window=4)
+    full_det.set_floor_estimate(FLOOR, 0.9, 1.1)
+    full = feed(full_det, rows)
+    first = NearInterpolationDetector(noise_floor="estimate", patience=5, floor_patience=3, window=4)
+    first.set_floor_estimate(FLOOR, 0.9, 1.1)
+    feed(first, rows[:2])
+    state = first.state_dict()
+    assert state["floor_estimate"] == {"value": FLOOR, "low": 0.9, "high": 1.1}
+    resumed = NearInterpolationDetector(noise_floor="estimate", patience=5, floor_patience=3, window=4)
+    resumed.load_state_dict(state)
+    assert resumed.current_floor() == FLOOR and resumed.floor == first.floor
+    assert feed(resumed, rows[2:], start=2) == full[2:] and full[3].fired
+    # the estimate state is plain data (a JSON checkpoint keeps it) and only "estimate" reads it
+    again = NearInterpolationDetector(noise_floor="estimate")
+    again.load_state_dict(json.loads(json.dumps(state)))
+    assert again.floor == first.floor
+    known = NearInterpolationDetector(noise_floor=0.5)
+    known.load_state_dict(state)
+    assert known.current_floor() == 0.5 and "floor_estimate" not in known.state_dict()
+    # reset forgets the estimate (a new fit); a state saved before the first estimate has none
+    resumed.reset()
+    assert resumed.current_floor() is None and resumed.state_dict()["floor_estimate"] is None
+    fresh = NearInterpolationDetector(noise_floor="estimate")
+    fresh.load_state_dict(resumed.state_dict())
+    assert fresh.current_floor() is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.floats(0.1, 10), st.one_of(st.none(), st.floats(0, 5)), st.one_of(st.none(), st.floats(0, 5))),
+        min_size=1,
+        max_size=25,
+    ),
+    estimates=st.lists(st.tuples(st.integers(0, 25), st.floats(0, 3), st.floats(0, 1), st.floats(0, 1)), max_size=4),
+    patience=st.integers(1, 4),
+)
+def test_estimates_at_any_time_keep_the_invariants_and_a_zero_interval_never_fires(
+    rows: list, estimates: list, patience: int
+) -> None:
+    det = NearInterpolationDetector(noise_floor="estimate", patience=patience, floor_patience=patience, window=4)
+    clean = NearInterpolationDetector(noise_floor="estimate", patience=patience, floor_patience=patience, window=4)
+    for i, (norm, train, val) in enumerate(rows, start=1):
+        for at, value, down, up in estimates:
+            if at == i:
+                det.set_floor_estimate(value, value * down, value * (1 + up))
+                clean.set_floor_estimate(value, 0.0, value * (1 + up))  # an interval that reaches 0
+        v = det.update(i * 7, total_norm=norm, train_loss=train, val_loss=val)
+        c = clean.update(i * 7, total_norm=norm, train_loss=train, val_loss=val)
+        rules = {r.name: r for r in det.rules()}
+        if v.fired:
+            assert v.active and v.streak >= rules[v.rule].patience
+        if v.active:
+            assert all(v.conditions[name] is True for name in rules[v.rule].conditions)
+        if v.noise_floor_low is not None:
+            assert v.noise_floor_low <= v.noise_floor <= v.noise_floor_high
+        assert not c.fired and not c.active and c.conditions["below_floor"] in (None, False)
+    resumed = NearInterpolationDetector(noise_floor="estimate", patience=patience, floor_patience=patience, window=4)
+    resumed.load_state_dict(det.state_dict())
+    assert resumed.state_dict() == det.state_dict() and resumed.floor == det.floor
