@@ -132,6 +132,7 @@ OUTPUTS: dict[str, Output] = {
     ),
     "model_pilot_snippet": Output(snippet="model_pilot", rel_tol=TRAINING_TOL),
     "noise_floor_snippet": Output(snippet="noise_floor"),
+    "floors_snippet": Output(snippet="floors"),
     "cli_help": Output(("python", "-m", "normguard", "--help"), "normguard --help"),
     **{
         f"cli_help_{command}": Output(("python", "-m", "normguard", command, "--help"), f"normguard {command} --help")
@@ -321,7 +322,30 @@ def custom_scalars_table() -> str:
     return _markdown_table(["category", "chart"], rows)
 
 
+def results_summary_table() -> str:
+    """The first table under RESULTS.md's ``## Summary`` heading: the cost targets, met or missed."""
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Summary[^\n]*\n(.*?)(?=^## )", text, flags=re.DOTALL | re.MULTILINE)
+    if match is None:
+        raise LookupError("benchmarks/RESULTS.md has no '## Summary' section")
+    table = [line for line in match.group(1).splitlines() if line.startswith("|")]
+    return "\n".join(table) + "\n"
+
+
+def results_block(name: str) -> Callable[[], str]:
+    """RESULTS.md's generated block ``name`` as it is, its heading one level down."""
+
+    def block() -> str:
+        return re.sub(r"^### ", "#### ", _results_block(name), flags=re.MULTILINE)
+
+    block.__doc__ = f"benchmarks/RESULTS.md's block {name!r}."
+    return block
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "results_summary": results_summary_table,
+    "results_host_syncs": results_block("host_syncs"),
+    "results_overhead": results_block("overhead"),
     "suite": suite_table,
     "paper_mlp": paper_mlp_table,
     "tags": tags_table,

@@ -40,8 +40,9 @@ def _has(module: str) -> bool:
         return False
 
 
-def test_docstring_tidy_doctests() -> None:
-    spec = importlib.util.spec_from_file_location("griffe_docstrings", ROOT / "tools" / "griffe_docstrings.py")
+@pytest.mark.parametrize("tool", ["griffe_docstrings", "mkdocs_hooks"])
+def test_site_tools_doctests(tool: str) -> None:
+    spec = importlib.util.spec_from_file_location(tool, ROOT / "tools" / f"{tool}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
