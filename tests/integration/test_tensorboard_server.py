@@ -32,6 +32,7 @@ import normguard as ng
 from normguard import tags
 
 RUN = "guarded"
+HOLD = "hold_floor"  # a second run: hold_floor under Adam (the controller shrinks the weights itself)
 STARTUP_TIMEOUT_S = 240.0
 
 
@@ -43,8 +44,9 @@ class RealRun:
     events: list[ng.Event] = field(default_factory=list)
 
 
-def train_real_run(log_dir: Path, steps: int = 300) -> RealRun:
-    """The paper's linear setting (n = 400, d = 1.5 n, alpha = 1.5, sigma^2 = 1), stop + restore."""
+def train_real_run(log_dir: Path, steps: int = 300, action: str = "stop", name: str = RUN) -> RealRun:
+    """The paper's linear setting (n = 400, d = 1.5 n, alpha = 1.5, sigma^2 = 1), stop + restore
+    (or another action)."""
     g = torch.Generator().manual_seed(0)
     n, d = 400, 600
     scale = torch.arange(1, d + 1, dtype=torch.float32).pow(-0.75)
@@ -54,8 +56,8 @@ def train_real_run(log_dir: Path, steps: int = 300) -> RealRun:
     model = torch.nn.Linear(d, 1, bias=False)
     torch.nn.init.zeros_(model.weight)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    out = RealRun(log_dir / RUN)
-    with ng.NormGuard(model, opt, log_dir=str(out.log_dir), every_n_steps=10, noise_floor=1.0, action="stop") as guard:
+    out = RealRun(log_dir / name)
+    with ng.NormGuard(model, opt, log_dir=str(out.log_dir), every_n_steps=10, noise_floor=1.0, action=action) as guard:
         for step in range(1, steps + 1):
             loss = (model(x).squeeze(-1) - y).pow(2).mean()
             opt.zero_grad()
@@ -111,8 +113,13 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def real_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
-    return train_real_run(tmp_path_factory.mktemp("tb") / "logs")
+def real_run(hold_run: RealRun) -> RealRun:
+    return train_real_run(hold_run.log_dir.parent)
+
+
+@pytest.fixture(scope="module")
+def hold_run(tmp_path_factory: pytest.TempPathFactory) -> RealRun:
+    return train_real_run(tmp_path_factory.mktemp("tb") / "logs", steps=200, action="hold_floor", name=HOLD)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +137,7 @@ def server(real_run: RealRun, tmp_path_factory: pytest.TempPathFactory) -> Itera
         srv.wait_for("the plugin listing", lambda: srv.get("/data/plugins_listing"))
         srv.wait_for(
             "normguard's scalars",
-            lambda: tags.TOTAL_NORM in srv.get("/data/plugin/scalars/tags").get(RUN, {}),
+            lambda: all(tags.TOTAL_NORM in srv.get("/data/plugin/scalars/tags").get(r, {}) for r in (RUN, HOLD)),
         )
         yield srv
     finally:
@@ -153,7 +160,7 @@ def test_plugins_and_runs(server: Server) -> None:
     listing = server.get("/data/plugins_listing")
     for plugin in ("scalars", "custom_scalars", "text"):
         assert listing[plugin]["enabled"], plugin
-    assert server.get("/data/runs") == [RUN]
+    assert sorted(server.get("/data/runs")) == sorted([RUN, HOLD])
 
 
 def test_normguard_scalar_tags_are_served(server: Server) -> None:
@@ -218,6 +225,25 @@ def test_custom_scalars_layout_is_served(server: Server) -> None:
             data = server.get("/data/plugin/custom_scalars/scalars", run=RUN, tag=pattern)
             assert data["regex_valid"] and data["tag_to_events"], (title, pattern)
             assert all(re.match(pattern, tag) for tag in data["tag_to_events"]), (title, pattern)
+            if not any(c in pattern for c in "*(?["):  # a plain tag, not a family
+                # one quantity per chart: the lines of one run are one series, told apart from the
+                # other runs' by colour (issue 26.7: train, validation and floor in one chart looked alike)
+                assert list(data["tag_to_events"]) == [pattern], (title, data["tag_to_events"].keys())
+
+
+def test_hold_floor_serves_one_weight_decay_tag_per_group(server: Server, hold_run: RealRun) -> None:
+    """Issue 26.7: under Adam, hold_floor applies the shrink itself; the one weight-decay tag of the group
+    is its λ (it used to write the optimizer's 0 beside it, in one chart)."""
+    served = [t for t in server.get("/data/plugin/scalars/tags")[HOLD] if t.startswith(tags.WEIGHT_DECAY + "/")]
+    assert served == [tags.weight_decay_tag(0)]
+    changes = [e for e in hold_run.events if e.kind is ng.EventKind.WEIGHT_DECAY_CHANGED]
+    assert changes, "hold_floor never engaged"
+    rows = server.get("/data/plugin/scalars/scalars", run=HOLD, tag=served[0])
+    assert rows[-1][2] == pytest.approx(changes[-1].data["new"], rel=1e-6) and rows[-1][2] > 0
+    layout = tags.custom_scalars_layout()[tags.PREFIX]
+    [pattern] = next(spec[1] for title, spec in layout.items() if title.startswith("weight decay"))
+    data = server.get("/data/plugin/custom_scalars/scalars", run=HOLD, tag=pattern)
+    assert list(data["tag_to_events"]) == [tags.weight_decay_tag(0)]  # one line per group, not two
 
 
 def test_event_text_is_served(server: Server, real_run: RealRun) -> None:
