@@ -16,6 +16,10 @@ report, checking what a person would check:
 * the report at 1000 and 1600 px: the summary table with a row per run, one figure per
   run shown at its design size (half its pixels, never scaled to the window), and its
   "full-size image" link showing it at full size;
+* the documentation site (``mkdocs build --strict``, served on 127.0.0.1): its home page and
+  a guide reached through the navigation render with their title, the navigation, their
+  pictures and code, and are not the 404 page; an API reference page shows the generated
+  reference (skipped, and said so, when the ``docs`` extra is not installed);
 * no console errors (level SEVERE) on any of these pages.
 
 Screenshots go to ``--out`` (a new temporary directory by default). Exit status 0 when every
@@ -26,13 +30,16 @@ is missing. Run::
     python tools/browser_check.py --out shots --json
 
 Needs ``chromium`` and ``chromium-driver`` (Debian: ``apt-get install chromium chromium-driver``)
-and ``selenium`` (in the ``dev`` extra).
+and ``selenium`` (in the ``dev`` extra); the site's checks need the ``docs`` extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import http.server
+import importlib.util
 import json
 import os
 import shutil
@@ -41,6 +48,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -66,7 +74,10 @@ CHROME_FLAGS = (
     "--disable-dev-shm-usage",
     "--hide-scrollbars",
 )
+ROOT = Path(__file__).resolve().parents[1]
 FIRST_SCREEN = (1400, 1000)  # a laptop's browser window
+#: (nav link text, the page's expected first heading) of the guide opened through the site's navigation
+SITE_GUIDE = ("Lightning", "Lightning: NormGuardCallback")
 WAIT_S = 60.0
 
 #: elements matching a CSS selector anywhere in the page, shadow roots included (Polymer tabs)
@@ -107,6 +118,7 @@ class Result:
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went (informative only)
     screenshots: list[str] = field(default_factory=list)
     console: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     @property
     def ok(self) -> bool:
@@ -457,6 +469,110 @@ def check_report(driver: Any, page_path: Path, runs: list[str], result: Result, 
     result.check(page, "the full-size link shows the image at full size", full and abs(full[0] - full[1]) <= 1, full)
 
 
+# ---------------------------------------------------------------------------- the documentation site
+
+
+def have_mkdocs() -> bool:
+    """Whether the ``docs`` extra (mkdocs, mkdocs-material, mkdocstrings[python]) is installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("mkdocs", "material", "mkdocstrings"))
+
+
+def build_site(site: Path, log: Path) -> None:
+    """``mkdocs build --strict`` of this checkout into ``site``; raises with the build's log on failure."""
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    log.write_text(proc.stdout + proc.stderr, encoding="utf-8")
+    if proc.returncode != 0:
+        raise RuntimeError(f"mkdocs build --strict failed:\n{proc.stderr[-2000:]}")
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """A static HTTP server for ``folder`` on loopback (a thread), its base URL."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # no request lines on stderr
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+_SITE_PAGE = """
+const nav = document.querySelector('nav.md-nav--primary');
+const h1 = document.querySelector('article h1');
+return {
+  title: document.title,
+  h1: h1 ? h1.textContent.trim() : null,
+  nav: nav ? Array.from(nav.querySelectorAll('a.md-nav__link')).map(a => [a.textContent.trim(), a.href]) : [],
+  images: Array.from(document.querySelectorAll('article img'))
+    .map(i => [i.getAttribute('src'), i.complete && i.naturalWidth]),
+  code: document.querySelectorAll('article pre code').length,
+  api: document.querySelectorAll('article .doc-object, article .doc').length,
+  text: document.body.innerText.slice(0, 2000),
+};
+"""
+
+
+def site_page(driver: Any, url: str) -> dict[str, Any]:
+    driver.get(url)
+    wait_until(f"{url} to render", lambda: driver.execute_script("return document.readyState") == "complete")
+    wait_until(
+        f"{url}'s images",
+        lambda: driver.execute_script("return Array.from(document.images).every(i => i.complete)"),
+    )
+    return dict(driver.execute_script(_SITE_PAGE))
+
+
+def check_rendered(page: str, info: dict[str, Any], h1: str, result: Result) -> None:
+    result.check(page, "title names normguard", "normguard" in info["title"], info["title"])
+    result.check(page, "not the 404 page", "404" not in info["title"] and info["h1"] != "404 - Not found", info)
+    result.check(page, f"first heading is {h1!r}", info["h1"] == h1, info["h1"])
+    result.check(page, "the navigation lists the guides", len(info["nav"]) >= 10, info["nav"])
+    broken = [src for src, width in info["images"] if not width]
+    result.check(page, "every picture loaded", not broken, broken)
+
+
+def check_site(driver: Any, base: str, result: Result, shots: Path) -> None:
+    viewport(driver, *FIRST_SCREEN)
+    home = site_page(driver, f"{base}/")
+    result.screenshots.append(save(driver, shots / "site_home.png"))
+    check_rendered("site", home, "normguard", result)
+    result.check("site", "the home page shows the report picture", len(home["images"]) >= 1, home["images"])
+    link, heading = SITE_GUIDE
+    target = next((href for text, href in home["nav"] if text == link), None)
+    result.check("site", f"the navigation links the {link} guide", target is not None, home["nav"])
+    if target is None:
+        return
+    guide = site_page(driver, target)
+    result.screenshots.append(save(driver, shots / "site_guide.png"))
+    check_rendered("site guide", guide, heading, result)
+    result.check("site guide", "code blocks shown", guide["code"] >= 2, guide["code"])
+    api = site_page(driver, f"{base}/api/doors/")
+    result.screenshots.append(save(driver, shots / "site_api.png"))
+    check_rendered("site api", api, "Front doors", result)
+    result.check(
+        "site api",
+        "the generated reference of NormGuard is shown",
+        api["api"] > 0 and "NormGuardCallback" in api["text"],
+        api["text"][:300],
+    )
+
+
 def save(driver: Any, path: Path) -> str:
     driver.save_screenshot(str(path))
     return str(path)
@@ -488,6 +604,13 @@ def run_checks(out_dir: Path) -> Result:
             ),
             events["guarded"],
         )
+        site = work / "site" if have_mkdocs() else None
+        if site is not None:
+            clock_site = time.perf_counter()
+            build_site(site, work / "mkdocs.log")
+            result.seconds["building the site"] = time.perf_counter() - clock_site
+        else:
+            result.notes.append("documentation site not checked: the docs extra (mkdocs) is not installed")
         page_path = out_dir / "report.html"
         runs = report.load_runs(log_dir)
         report.plot_report(runs, page_path)
@@ -495,6 +618,7 @@ def run_checks(out_dir: Path) -> Result:
         with (
             tensorboard(log_dir, list(events), work / "tensorboard.log") as base,
             chrome(chromium, chromedriver, work / "profile") as driver,
+            serve(site if site is not None else work) as site_base,
         ):
             pages: list[tuple[str, Callable[[], None]]] = [
                 ("custom scalars", lambda: check_custom_scalars(driver, base, result, out_dir)),
@@ -503,6 +627,8 @@ def run_checks(out_dir: Path) -> Result:
                 ("text", lambda: check_text(driver, base, result, out_dir, events)),
                 ("report", lambda: check_report(driver, page_path, list(runs), result, out_dir)),
             ]
+            if site is not None:
+                pages.append(("site", lambda: check_site(driver, site_base, result, out_dir)))
             result.seconds["tensorboard and chromium"] = time.perf_counter() - clock - sum(result.seconds.values())
             for name, check in pages:
                 clock = time.perf_counter()
@@ -533,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for c in result.checks:
             print(f"{'ok  ' if c.ok else 'FAIL'} {c.page}: {c.what}" + (f"\n       {c.detail}" if c.detail else ""))
+        for note in result.notes:
+            print(f"note: {note}")
         print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
         print(f"screenshots in {result.out_dir}")
     return 0 if result.ok else 1

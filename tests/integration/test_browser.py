@@ -1,5 +1,5 @@
-"""The browser check (tools/browser_check.py): a guarded run in a real TensorBoard and the HTML
-report, loaded in headless Chromium, every check passing.
+"""The browser check (tools/browser_check.py): a guarded run in a real TensorBoard, the HTML
+report and the documentation site, loaded in headless Chromium, every check passing.
 
 Needs ``chromium``, ``chromium-driver`` and ``selenium``. Skipped where they are missing,
 except in CI (``CI`` set), where ``.ci/run`` installs them and a missing browser is a failure.
@@ -8,6 +8,7 @@ Screenshots go to pytest's temporary directory (printed on failure).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "browser_check.py"
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_browser_check_passes(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
@@ -31,7 +32,7 @@ def test_browser_check_passes(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=580,
     )
     if proc.returncode == 2 and "missing" in proc.stderr:
         if os.environ.get("CI"):
@@ -43,6 +44,8 @@ def test_browser_check_passes(tmp_path: Path) -> None:
     assert not failed and proc.returncode == 0, (failed, result["out_dir"], proc.stderr[-2000:])
     pages = {c["page"] for c in result["checks"]}
     assert {"custom scalars", "time series", "scalars", "text", "report"} <= pages
+    if all(importlib.util.find_spec(m) is not None for m in ("mkdocs", "material", "mkdocstrings")):
+        assert {"site", "site guide", "site api"} <= pages, pages  # the built site, opened and checked
     assert len(result["checks"]) >= 30
     for shot in result["screenshots"]:
         assert Path(shot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", shot
