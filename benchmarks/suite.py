@@ -10,6 +10,13 @@ unless ``--force``). The table goes to stdout and to the ``suite`` section of
 Run: ``python benchmarks/suite.py [--tasks cnn_digits,mlp_tabular,regression,bert_majority,bert_majority_hf]
 [--seeds 3] [--arms none,early_stopping,stop,...] [--findings] [--force] [--no-run]``
 
+Grid 2 (issue 23: noise kinds × optimizers, the BatchNorm CNN, the known and the estimated
+floor; ``suite/grid2.py``): ``python benchmarks/suite.py --grid 2 [--tasks ...] [--arms ...]
+[--seeds 3] [--shard 0/2] [--no-run]``; its tables go to ``benchmarks/RESULTS_suite2.md``.
+
+Saved results live in one xz-compressed JSON-lines file per task (``suite/store.py``); with
+``--no-run`` every table is rebuilt from them (``--findings`` adds FINDINGS.md's).
+
 ``--findings`` also rebuilds the generated tables of ``benchmarks/suite/FINDINGS.md`` from the
 saved ``none`` traces. Arms whose normguard options the installed version lacks are skipped
 with a message. Tasks and arms: ``benchmarks/suite/tasks.py`` and ``benchmarks/suite/harness.py``.
@@ -28,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import header, write_section
-from suite import findings, hf_harness
+from suite import findings, grid2, hf_harness, report2
 from suite.harness import ARMS, RESULTS_DIR, ArmUnavailable, run
 from suite.report import (
     condition_table,
@@ -51,9 +58,11 @@ def quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--grid", type=int, choices=(1, 2), default=1, help="1: the original suite; 2: issue 23's")
+    parser.add_argument("--tasks", default=None)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--arms", default=DEFAULT_ARMS)
+    parser.add_argument("--arms", default=None)
+    parser.add_argument("--shard", default="0/1", help="grid 2: run only jobs i, i+n, ... of the list (i/n)")
     parser.add_argument("--force", action="store_true", help="re-run even when a saved result exists")
     parser.add_argument("--findings", action="store_true", help="rebuild the tables of suite/FINDINGS.md")
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md untouched")
@@ -63,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet()
     torch.set_num_threads(1)
-    tasks = args.tasks.split(",")
-    arms = args.arms.split(",")
+    if args.grid == 2:
+        return main_grid2(args)
+    tasks = (args.tasks or ",".join(TASKS)).split(",")
+    arms = (args.arms or DEFAULT_ARMS).split(",")
     for name in tasks + arms:
         if name not in TASKS and name not in ARMS:
             parser.error(f"unknown task or arm {name!r}; tasks: {sorted(TASKS)}, arms: {sorted(ARMS)}")
@@ -156,6 +167,41 @@ def main(argv: list[str] | None = None) -> int:
     if args.findings:
         findings.write(findings.build(RESULTS_DIR, tasks))
         print(f"[wrote {findings.FINDINGS}]")
+    return 0
+
+
+def main_grid2(args: argparse.Namespace) -> int:
+    """Grid 2: run the (sharded) jobs not saved yet, then write the tables from everything saved."""
+    tasks = (args.tasks or ",".join(grid2.EPOCHS)).split(",")
+    arms = (args.arms or ",".join(grid2.ARMS2)).split(",")
+    for name in tasks:
+        if name not in grid2.EPOCHS:
+            raise SystemExit(f"unknown grid-2 task {name!r}; tasks: {sorted(grid2.EPOCHS)}")
+    for name in arms:
+        if name not in grid2.ARMS2:
+            raise SystemExit(f"unknown grid-2 arm {name!r}; arms: {list(grid2.ARMS2)}")
+    index, count = (int(v) for v in args.shard.split("/"))
+    skipped: dict[str, str] = {}
+    if not args.no_run:
+        for job in grid2.jobs(tasks, args.seeds, arms)[index::count]:
+            if job.arm in skipped:
+                continue
+            try:
+                r = grid2.run_job(job, force=args.force)
+            except ArmUnavailable as exc:
+                skipped[job.arm] = str(exc)
+                print(f"[skip arm {job.arm}: {exc}]", flush=True)
+                continue
+            print(
+                f"{job} epochs={r['epochs_trained']:3d} test={r['final_test_metric']:.4g} "
+                f"engaged={r.get('engaged_step')} ({r['seconds']:.1f} s)",
+                flush=True,
+            )
+    body = report2.build(grid2.ROOT, seeds=args.seeds)
+    print(body)
+    if not args.no_write:
+        report2.write(body)
+        print(f"[wrote {report2.RESULTS_SUITE2}]")
     return 0
 
 

@@ -16,7 +16,6 @@ are deterministic, so the ``early_stopping`` arm's real result is a check of the
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Iterable
@@ -288,13 +287,17 @@ CONDITIONS: dict[str, ConditionFn] = {
 
 
 # ---------------------------------------------------------------------- loading
+def legacy_name(run: dict[str, Any]) -> str:
+    """The file name the run had when each result was its own JSON file (the order tables were built in)."""
+    return f"{run['task']}/{run['task']}_n{run['noise']:g}_s{run['seed']}_{run['arm']}.json"
+
+
 def load_runs(root: Path, arm: str = "none", tasks: Iterable[str] | None = None) -> list[dict[str, Any]]:
-    runs = []
-    for path in sorted(root.glob(f"*/*_{arm}.json")):
-        run = json.loads(path.read_text())
-        if run.get("arm") == arm and (tasks is None or run["task"] in tasks):
-            runs.append(run)
-    return runs
+    """The saved results of one arm under ``root`` (``suite.store``), in the order of their old file names."""
+    from . import store
+
+    runs = [r for r in store.load(root) if r.get("arm") == arm and (tasks is None or r["task"] in tasks)]
+    return sorted(runs, key=legacy_name)
 
 
 def group_of(run: dict[str, Any]) -> str:

@@ -18,7 +18,20 @@ key                 meaning
 ``dist_best_loss``  ℓ2 distance from the best-validation-loss-so-far weights
 ``dist_init``       ℓ2 distance from the initial weights
 ``weight_decay``    the optimizer's weight decay per param group (arms that change it)
+``step_loss``       grid 2 only: the training loss of every optimizer step of the epoch
+``lr``              grid 2 only: the learning rate of group 0 at the end of the epoch
+``floor``           grid 2, normguard arms: the floor the detector used after this validation
+                    (the known floor, or the latest estimate with ``noise_floor="estimate"``)
+``floor_low/high``  grid 2, estimate arm: the estimate's interval (when the callback exposes it)
+``hold_lambda``     grid 2, ``hold_floor`` arms: the controller's λ per group (``scalars()``)
 ==================  ==========================================================================
+
+Grid 2 (``suite/grid2.py``) adds the noise kind (``uniform``: label redrawn from all C
+classes; ``other``: moved to a random other class; ``pair``: class k → k+1 mod C; ``clean``),
+the optimizer (``adamw``: AdamW lr 1e-3, decay 0.01, constant; ``sgd``: SGD momentum 0.9,
+decay 5e-4, linear warmup over the first 5 % of steps then a cosine to 0) and
+``engaged_step`` (the first optimizer step after which the ``hold_floor`` controller
+reported itself engaged).
 
 A normguard arm's result also holds ``verdicts``: every verdict of its ``NormGuardCallback``
 (``cb.verdicts``) as ``step``, ``reason``, ``streak``, ``rule``, ``conditions`` (each detector
@@ -27,11 +40,13 @@ a decay change's old and new value).
 
 Cost of the recorder: three flat copies of the parameters (init, best by metric, best by loss)
 and one test-set forward pass per epoch; it is not part of any arm.
+
+Results are stored compactly by :mod:`suite.store` (one xz-compressed JSON-lines file per
+task under ``benchmarks/results/suite/``, one line per run).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -48,7 +63,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import normguard as ng
 
-from .tasks import TASKS, TaskData, TaskSpec, loss_fn, metric_value
+from . import store
+from .tasks import ALL_TASKS, TaskData, TaskSpec, build_data, loss_fn, metric_value
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "suite"
 TRACE_VERSION = 1
@@ -58,16 +74,40 @@ EVENT_DATA_KEYS = ("best_step", "best_value", "old", "new", "group", "engaged", 
 
 
 class SuiteModule(L.LightningModule):
-    """One task's model, loss and metrics; logs ``train_loss`` (step), ``val_loss`` and ``val_<metric>``."""
+    """One task's model, loss and metrics; logs ``train_loss`` (step), ``val_loss`` and ``val_<metric>``.
+
+    ``optimizer``: ``"adamw"`` (lr 1e-3, constant) or ``"sgd"`` (the task's ``sgd_lr``,
+    momentum 0.9, decay 5e-4, linear warmup over 5 % of ``total_steps`` then a cosine to 0).
+    ``record_steps`` keeps every step's training loss for the trace; ``floor_metric`` holds a
+    ``normguard`` ``NoiseFloorMetric`` updated in ``validation_step`` (the estimate arm's one line).
+    """
 
     def __init__(
-        self, spec: TaskSpec, data: TaskData, model: nn.Module, weight_decay: float = 0.01, log_step_loss: bool = True
+        self,
+        spec: TaskSpec,
+        data: TaskData,
+        model: nn.Module,
+        weight_decay: float = 0.01,
+        log_step_loss: bool = True,
+        *,
+        optimizer: str = "adamw",
+        total_steps: int = 0,
+        record_steps: bool = False,
+        floor_metric: nn.Module | None = None,
+        augment_seed: int = 0,
     ) -> None:
         super().__init__()
         self.log_step_loss = log_step_loss  # only normguard reads it; self.log costs ~1 ms a step on CPU
         self.spec, self.data, self.model = spec, data, model
         self.loss_fn = loss_fn(spec)
         self.weight_decay = weight_decay
+        self.optimizer_name = optimizer
+        self.total_steps = total_steps
+        self.record_steps = record_steps
+        self.step_losses: list[Tensor] = []
+        if floor_metric is not None:
+            self.floor_metric = floor_metric
+        self.augment_gen = torch.Generator().manual_seed(1_000 + augment_seed)
         self.epoch_loss_sum: Tensor = torch.zeros(())
         self.epoch_batches = 0
 
@@ -76,9 +116,13 @@ class SuiteModule(L.LightningModule):
 
     def training_step(self, batch: Any, _: int) -> Tensor:
         x, y = batch
+        if self.spec.augment is not None:
+            x = self.spec.augment(x, self.augment_gen)
         loss = self.loss_fn(self.model(x), y)
         if self.log_step_loss:
             self.log("train_loss", loss, on_step=True, on_epoch=False)
+        if self.record_steps:
+            self.step_losses.append(loss.detach())
         self.epoch_loss_sum = self.epoch_loss_sum + loss.detach()
         self.epoch_batches += 1
         return loss
@@ -88,15 +132,37 @@ class SuiteModule(L.LightningModule):
         out = self.model(x)
         self.log("val_loss", self.loss_fn(out, y), on_epoch=True)
         self.log(f"val_{self.spec.metric}", metric_value(self.spec, out, y), on_epoch=True)
+        if hasattr(self, "floor_metric"):
+            self.floor_metric.update(out, y)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=self.weight_decay)
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_name == "adamw":
+            return torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=self.weight_decay)
+        if self.optimizer_name != "sgd":
+            raise ValueError(f"Expected optimizer 'adamw' or 'sgd' but got {self.optimizer_name!r}.")
+        opt = torch.optim.SGD(self.model.parameters(), lr=self.spec.sgd_lr, momentum=0.9, weight_decay=5e-4)
+        total = max(self.total_steps, 1)
+        warmup = max(1, round(0.05 * total))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def take_epoch_loss(self) -> float:
         """Mean training loss since the last call (host sync: once per epoch)."""
         value = float(self.epoch_loss_sum) / max(self.epoch_batches, 1)
         self.epoch_loss_sum, self.epoch_batches = torch.zeros(()), 0
         return value
+
+    def take_step_losses(self) -> list[float]:
+        """Every step's training loss since the last call (host sync: once per epoch)."""
+        values = torch.stack(self.step_losses).tolist() if self.step_losses else []
+        self.step_losses = []
+        return [float(f"{v:.5g}") for v in values]
 
     @torch.no_grad()
     def test_metric(self) -> float:
@@ -155,7 +221,55 @@ class TraceRecorder(Callback):
             "dist_init": _r(float((flat - self._init).norm())),
             "weight_decay": [_r(float(g["weight_decay"])) for o in trainer.optimizers for g in o.param_groups],
         }
+        if module.record_steps:
+            record["step_loss"] = module.take_step_losses()
+            record["lr"] = _r(float(trainer.optimizers[0].param_groups[0]["lr"]))
         self.records.append(record)
+
+
+def _guard_parts(callbacks: list[Any]) -> tuple[Any, Any]:
+    """(detector, action) of the first normguard callback among ``callbacks`` (None where absent)."""
+    for cb in callbacks:
+        monitor = getattr(cb, "monitor", None)
+        if monitor is not None and hasattr(monitor, "detector"):
+            return monitor.detector, getattr(monitor, "action", None)
+    return None, None
+
+
+class ControllerProbe(Callback):
+    """Grid 2: what the guard's floor and controller did; put it *after* the normguard callback.
+
+    At every training batch end it notes the first step at which the ``hold_floor`` action
+    reports ``engaged``; at every validation end it adds ``floor`` (the detector's floor in
+    effect), the estimate's interval where the callback exposes one, and ``hold_lambda``
+    (the action's ``scalars()``) to the recorder's last record.
+    """
+
+    def __init__(self, recorder: TraceRecorder, guard: list[Any]) -> None:
+        self.recorder, self.guard = recorder, guard
+        self.engaged_step: int | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if self.engaged_step is None:
+            _, action = _guard_parts(self.guard)
+            if action is not None and bool(getattr(action, "engaged", False)):
+                self.engaged_step = int(trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.recorder.records:
+            return
+        detector, action = _guard_parts(self.guard)
+        record = self.recorder.records[-1]
+        if detector is not None:
+            floor = getattr(detector, "current_floor", None)
+            floor = floor() if callable(floor) else floor
+            record["floor"] = None if floor is None else _r(float(floor))
+            interval = getattr(detector, "floor_interval", None)
+            interval = interval() if callable(interval) else interval
+            if interval is not None:
+                record["floor_low"], record["floor_high"] = (_r(float(v)) for v in interval)
+        if action is not None and hasattr(action, "scalars"):
+            record["hold_lambda"] = {k: _r(float(v)) for k, v in action.scalars().items()}
 
 
 # ---------------------------------------------------------------------- arms
@@ -171,6 +285,7 @@ class ArmContext:
     data: TaskData
     steps_per_epoch: int
     tmpdir: str
+    check_every: int | None = None  # grid 2: optimizer steps between normguard checks
 
 
 @dataclass
@@ -184,6 +299,7 @@ class Arm:
     normguard: bool = False
     weight_decay: float = 0.01
     notes: list[str] = field(default_factory=list)
+    floor_metric: bool = False  # the module holds a NoiseFloorMetric (noise_floor="estimate")
 
 
 def _early_stopping(ctx: ArmContext) -> list[Callback]:
@@ -278,6 +394,54 @@ ARMS: dict[str, Arm] = {
 }
 
 
+def hold_floor_arm(*, estimate: bool) -> Callable[[ArmContext], list]:
+    """Grid 2: ``NormGuardCallback(noise_floor=<known> or "estimate", action="hold_floor",
+    monitor=val metric)``, checked every ``ctx.check_every`` optimizer steps (the public API,
+    all defaults of the action)."""
+
+    def build(ctx: ArmContext) -> list[Callback]:
+        from normguard.lightning import NormGuardCallback
+
+        kwargs: dict[str, Any] = {
+            "every_n_train_steps": ctx.check_every or ctx.steps_per_epoch,
+            "noise_floor": "estimate" if estimate else ctx.data.floor,
+            "action": "hold_floor",
+            "val_loss": "val_loss",
+            "monitor": f"val_{ctx.spec.metric}",
+            "mode": ctx.spec.mode,
+        }
+        try:
+            return [NormGuardCallback(**kwargs)]
+        except (TypeError, ValueError) as exc:
+            raise ArmUnavailable(f"NormGuardCallback({', '.join(sorted(kwargs))}) rejected: {exc}") from exc
+
+    return build
+
+
+ARMS["hold_known"] = Arm(
+    "hold_known",
+    hold_floor_arm(estimate=False),
+    "NormGuardCallback(noise_floor=<true floor>, action='hold_floor', monitor=val metric) (grid 2)",
+    normguard=True,
+)
+ARMS["hold_estimate"] = Arm(
+    "hold_estimate",
+    hold_floor_arm(estimate=True),
+    "NormGuardCallback(noise_floor='estimate', action='hold_floor', monitor=val metric) with a "
+    "NoiseFloorMetric updated in validation_step (grid 2)",
+    normguard=True,
+    floor_metric=True,
+)
+
+
+def _noise_floor_metric() -> nn.Module:
+    try:
+        from normguard.noise_metric import NoiseFloorMetric  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ArmUnavailable(f"normguard.noise_metric.NoiseFloorMetric unavailable: {exc}") from exc
+    return NoiseFloorMetric()
+
+
 # ---------------------------------------------------------------------- one run
 def arm_records(callbacks: list[Any], steps_per_epoch: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The events and verdicts of an arm's normguard callbacks, as a result records them."""
@@ -304,16 +468,26 @@ def arm_records(callbacks: list[Any], steps_per_epoch: int) -> tuple[list[dict[s
     return events, verdicts
 
 
-def saved_result(path: Path | None, budget: int) -> dict[str, Any] | None:
-    """The result saved at ``path`` if it has this epochs budget and the current trace version."""
-    if path is None or not path.exists():
+@dataclass(frozen=True)
+class RunRef:
+    """Where one run's result is stored: the store ``root`` and the run's :func:`store.run_key`."""
+
+    root: Path
+    key: tuple[Any, ...]
+
+
+def saved_result(path: RunRef | None, budget: int) -> dict[str, Any] | None:
+    """The result saved for ``path`` if it has this epochs budget and the current trace version."""
+    if path is None:
         return None
-    saved = json.loads(path.read_text())
+    saved = store.find(path.root, path.key)
+    if saved is None:
+        return None
     return saved if saved.get("version") == TRACE_VERSION and saved.get("budget") == budget else None
 
 
 def finish_result(
-    path: Path | None,
+    path: RunRef | None,
     *,
     task: str,
     noise: float,
@@ -330,7 +504,7 @@ def finish_result(
     **extra: Any,
 ) -> dict[str, Any]:
     """One run's result in the suite's schema (``extra`` keys go before the events), saved to ``path`` if given."""
-    spec = TASKS[task]
+    spec = ALL_TASKS[task]
     events, verdicts = arm_records(callbacks, steps_per_epoch)
     result = {
         "version": TRACE_VERSION,
@@ -354,13 +528,22 @@ def finish_result(
         "trace": records,
     }
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, separators=(",", ":")))
+        store.append(path.root, result)
     return result
 
 
-def trace_path(task: str, noise: float, seed: int, arm: str, root: Path = RESULTS_DIR) -> Path:
-    return root / task / f"{task}_n{noise:g}_s{seed}_{arm}.json"
+def trace_path(
+    task: str,
+    noise: float,
+    seed: int,
+    arm: str,
+    root: Path = RESULTS_DIR,
+    *,
+    noise_kind: str = "uniform",
+    optimizer: str = "adamw",
+) -> RunRef:
+    """The reference of one run's stored result under ``root`` (see :mod:`suite.store`)."""
+    return RunRef(Path(root), (task, noise_kind, optimizer, float(noise), int(seed), arm))
 
 
 def run(
@@ -372,35 +555,62 @@ def run(
     epochs: int | None = None,
     root: Path | None = RESULTS_DIR,
     force: bool = False,
+    noise_kind: str = "uniform",
+    optimizer: str = "adamw",
+    check_every: int | None = None,
+    spec: TaskSpec | None = None,
 ) -> dict[str, Any]:
     """Train one arm and return (and, with ``root``, save) its result and trace.
 
     A saved result with the same epochs budget and trace version is reused unless ``force``.
     Raises :class:`ArmUnavailable` for a normguard arm the installed API cannot build.
+    ``noise_kind`` (``"uniform"``, ``"other"``, ``"pair"``; ``noise=0`` for clean labels),
+    ``optimizer`` (``"adamw"``, ``"sgd"``), ``check_every`` and ``spec`` (a task variant, e.g.
+    with fewer epochs or rows) are grid 2's; with their defaults a run is the original suite's.
+    Grid-2 results (any of them set) also record every step's training loss and what the
+    guard's floor and controller did (:class:`ControllerProbe`).
     """
-    spec = TASKS[task]
+    spec = spec or ALL_TASKS[task]
+    grid2 = noise_kind != "uniform" or optimizer != "adamw" or check_every is not None
     budget = epochs or spec.epochs
-    path = trace_path(task, noise, seed, arm, root) if root is not None else None
+    path = (
+        trace_path(task, noise, seed, arm, root, noise_kind=noise_kind, optimizer=optimizer)
+        if root is not None
+        else None
+    )
     saved = saved_result(path, budget) if not force else None
     if saved is not None:
         return saved
     arm_spec = ARMS[arm]
+    floor_metric = _noise_floor_metric() if arm_spec.floor_metric else None
     torch.manual_seed(seed)
     L.seed_everything(seed, verbose=False)
-    data = spec.build_data(noise, seed)
+    data = build_data(spec, noise, seed, noise_kind)
     model = spec.build_model(data)
-    module = SuiteModule(spec, data, model, weight_decay=arm_spec.weight_decay, log_step_loss=arm_spec.normguard)
     g = torch.Generator().manual_seed(seed)
     train = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=spec.batch_size, shuffle=True, generator=g)
     val = DataLoader(TensorDataset(data.x_val, data.y_val), batch_size=len(data.y_val))
     steps_per_epoch = len(train)
+    module = SuiteModule(
+        spec,
+        data,
+        model,
+        weight_decay=arm_spec.weight_decay,
+        log_step_loss=arm_spec.normguard,
+        optimizer=optimizer,
+        total_steps=budget * steps_per_epoch,
+        record_steps=grid2,
+        floor_metric=floor_metric,
+        augment_seed=seed,
+    )
     recorder = TraceRecorder()
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = ArmContext(spec, data, steps_per_epoch, tmp)
+        ctx = ArmContext(spec, data, steps_per_epoch, tmp, check_every)
         arm_callbacks = arm_spec.callbacks(ctx)
+        probe = [ControllerProbe(recorder, arm_callbacks)] if grid2 and arm_spec.normguard else []
         trainer = L.Trainer(
             max_epochs=budget,
-            callbacks=[recorder, *arm_callbacks],
+            callbacks=[recorder, *arm_callbacks, *probe],
             logger=False,
             enable_checkpointing=arm_spec.uses_checkpoint,
             enable_progress_bar=False,
@@ -417,6 +627,15 @@ def run(
             if isinstance(cb, ModelCheckpoint) and cb.best_model_path:
                 module.load_state_dict(torch.load(cb.best_model_path, weights_only=False)["state_dict"])
                 restored_from = cb.best_model_path
+    extra: dict[str, Any] = {}
+    if grid2:
+        extra = {
+            "grid": 2,
+            "noise_kind": noise_kind,
+            "optimizer": optimizer,
+            "check_every": check_every,
+            "engaged_step": probe[0].engaged_step if probe else None,
+        }
     return finish_result(
         path,
         task=task,
@@ -431,4 +650,5 @@ def run(
         restored=restored_from is not None,
         seconds=seconds,
         callbacks=arm_callbacks,
+        **extra,
     )

@@ -18,7 +18,6 @@ The table replaces the ``detector_replay`` block of ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 from collections.abc import Callable
@@ -32,6 +31,7 @@ from _common import header, write_section  # noqa: E402
 
 from normguard.detector import NearInterpolationDetector  # noqa: E402
 from suite import analysis  # noqa: E402
+from suite.report import load_results  # noqa: E402
 
 RESULTS = BENCH / "results" / "suite"
 Condition = Callable[[dict[str, Any]], bool]
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-write", action="store_true", help="print only; RESULTS.md untouched")
     args = parser.parse_args(argv)
-    runs = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*/*_none.json"))]
+    runs = analysis.load_runs(RESULTS, "none")
+    saved = load_results(RESULTS)
     stats: dict[str, dict[str, list[Any]]] = {
         f: {"epochs": [], "gain": [], "clean": [], "noisy_fired": []} for f in SETTINGS
     }
@@ -137,11 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             s = stats[floor]
             stop = fired if fired is not None else len(run["trace"])
             if floor in REAL_ARMS:
-                real = RESULTS / run["task"] / f"{run['task']}_n{run['noise']:g}_s{run['seed']}_{REAL_ARMS[floor]}.json"
-                if real.exists():
+                real = saved.get((run["task"], run["noise"], run["seed"], REAL_ARMS[floor]))
+                if real is not None:
                     checked[floor] += 1
-                    if json.loads(real.read_text())["epochs_trained"] != stop:
-                        mismatches[floor].append(real.name)
+                    if real["epochs_trained"] != stop:
+                        mismatches[floor].append(analysis.legacy_name(real).split("/")[1])
             if clean:
                 # a false alarm: fired, and the run reached a better validation metric later
                 s["clean"].append(fired is not None and report_improves_later(run, fired))
@@ -198,12 +199,13 @@ def real_auto_summary() -> str:
     gains: list[float] = []
     differences: list[int] = []
     never = 0
-    for path in sorted(RESULTS.glob("*/*_stop_auto.json")):
-        arm = json.loads(path.read_text())
-        es = json.loads(path.with_name(path.name.replace("_stop_auto", "_early_stopping")).read_text())
+    saved = load_results(RESULTS)
+    for arm in analysis.load_runs(RESULTS, "stop_auto"):
+        key = (arm["task"], arm["noise"], arm["seed"])
+        es = saved[(*key, "early_stopping")]
         fired = arm["epochs_trained"] < arm["budget"]
         if arm["kind"] == "classification" and arm["noise"] == 0:
-            none = json.loads(path.with_name(path.name.replace("_stop_auto", "_none")).read_text())
+            none = saved[(*key, "none")]
             clean += 1
             false_alarms += fired and report_improves_later(none, arm["epochs_trained"])
             continue

@@ -10,11 +10,12 @@ total norm the detector is fed in normguard (every parameter), ``norm_decayed`` 
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from normguard.detector import NearInterpolationDetector
 
@@ -50,8 +51,9 @@ def _held(run: dict[str, Any], key: str) -> dict[str, dict[str, list[bool]]]:
 def main(key: str = "norm") -> dict[str, dict[str, dict[str, float]]]:
     """{condition: {"clean"/"noisy" or "task clean/noisy": {"before"/"after": % of decisions}}} (means over runs)."""
     rates: dict[str, dict[str, dict[str, list[float]]]] = {c: {} for c in CONDITIONS}
-    for path in sorted(RESULTS.glob("*/*_none.json")):
-        run = json.loads(path.read_text())
+    from suite.analysis import load_runs
+
+    for run in load_runs(RESULTS, "none"):
         group = "clean" if run["noise"] == 0 and run["kind"] == "classification" else "noisy"
         for name, parts in _held(run, key).items():
             for where in (group, f"{run['task']} {group}"):

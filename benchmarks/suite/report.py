@@ -8,6 +8,7 @@ from typing import Any
 
 from normguard.detector import Condition
 
+from . import store
 from .analysis import best_epoch, fmt, med, series, still_improving
 from .harness import RESULTS_DIR, trace_path
 from .tasks import TASKS
@@ -235,11 +236,9 @@ def targets_table(results: dict[tuple[str, float, int, str], dict[str, Any]], ta
 
 
 def load_results(root: Path = RESULTS_DIR) -> dict[tuple[str, float, int, str], dict[str, Any]]:
-    import json
-
+    """Every saved result of the original suite under ``root``, keyed (task, noise, seed, arm)."""
     out = {}
-    for path in root.glob("*/*.json"):
-        r = json.loads(path.read_text())
+    for r in store.load(root):
         out[(r["task"], r["noise"], r["seed"], r["arm"])] = r
     return out
 

@@ -73,6 +73,8 @@ class TaskSpec:
     build_model: Callable[[TaskData], nn.Module]
     small: dict[str, int] = field(default_factory=dict)  # overrides for the tiny test version
     framework: str = "lightning"  # "transformers": run by suite/hf_harness.py in a transformers.Trainer
+    sgd_lr: float = 0.05  # grid 2's SGD setup: peak learning rate (after warmup)
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None  # training batches only
 
     @property
     def metric(self) -> str:
@@ -83,41 +85,100 @@ class TaskSpec:
         return "max" if self.kind == "classification" else "min"
 
 
-def _flip(labels: Tensor, rate: float, classes: int, g: torch.Generator) -> Tensor:
-    """Symmetric label noise: each label is replaced by a uniform class with probability ``rate``."""
+NOISE_KINDS = ("uniform", "other", "pair")
+
+
+def noise_transition(kind: str, rate: float, classes: int) -> Tensor:
+    """T[clean, noisy] of a label-noise kind at ``rate`` (float64).
+
+    ``uniform``: with probability ``rate`` the label is redrawn from all C classes (it may stay);
+    ``other``: moved to one of the C − 1 other classes; ``pair``: class k → k + 1 mod C.
+
+    Example:
+        >>> noise_transition("pair", 0.3, 3)
+        tensor([[0.7000, 0.3000, 0.0000],
+                [0.0000, 0.7000, 0.3000],
+                [0.3000, 0.0000, 0.7000]], dtype=torch.float64)
+    """
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"Expected argument `kind` to be one of {NOISE_KINDS} but got {kind!r}.")
+    eye = torch.eye(classes, dtype=torch.float64)
+    if kind == "uniform":
+        return (1 - rate) * eye + rate / classes
+    if kind == "other":
+        return (1 - rate) * eye + rate * (1 - eye) / (classes - 1)
+    return (1 - rate) * eye + rate * eye.roll(1, dims=1)
+
+
+def label_floor(kind: str, rate: float, classes: int) -> float:
+    """Cross-entropy floor H(noisy label | clean label) of a noise kind, with uniform clean classes.
+
+    ``uniform`` is ``normguard.label_noise_floor(rate, classes)`` (the suite's original floor).
+
+    Example:
+        >>> [round(label_floor(k, 0.3, 10), 4) for k in ("uniform", "other", "pair")]
+        [1.1765, 1.2719, 0.6109]
+    """
+    if kind == "uniform" or rate == 0:
+        return ng.label_noise_floor(rate, classes)
+    t = noise_transition(kind, rate, classes)
+    h = -(t * torch.where(t > 0, t.log(), torch.zeros_like(t))).sum(1)
+    return float(h.mean())
+
+
+def _flip(labels: Tensor, rate: float, classes: int, g: torch.Generator, kind: str = "uniform") -> Tensor:
+    """Label noise: each label is changed with probability ``rate`` as ``kind`` says (see
+    :func:`noise_transition`); ``uniform`` draws the random numbers the original suite drew."""
     labels = labels.clone()
     if rate > 0:
         flip = torch.rand(len(labels), generator=g) < rate
-        labels[flip] = torch.randint(0, classes, (int(flip.sum()),), generator=g)
+        n = int(flip.sum())
+        if kind == "uniform":
+            labels[flip] = torch.randint(0, classes, (n,), generator=g)
+        elif kind == "other":
+            labels[flip] = (labels[flip] + torch.randint(1, classes, (n,), generator=g)) % classes
+        elif kind == "pair":
+            labels[flip] = (labels[flip] + 1) % classes
+        else:
+            raise ValueError(f"Expected argument `kind` to be one of {NOISE_KINDS} but got {kind!r}.")
     return labels
 
 
-def _split(x: Tensor, y: Tensor, sizes: tuple[int, int, int], eta: float, classes: int, seed: int) -> TaskData:
+def _split(
+    x: Tensor, y: Tensor, sizes: tuple[int, int, int], eta: float, classes: int, seed: int, kind: str = "uniform"
+) -> TaskData:
     g = torch.Generator().manual_seed(10_000 + seed)
     perm = torch.randperm(len(y), generator=g)
     a, b, c = sizes
     tr, va, te = perm[:a], perm[a : a + b], perm[a + b : a + b + c]
     return TaskData(
         x[tr],
-        _flip(y[tr], eta, classes, g),
+        _flip(y[tr], eta, classes, g, kind),
         x[va],
-        _flip(y[va], eta, classes, g),
+        _flip(y[va], eta, classes, g, kind),
         x[te],
         y[te],
         classes,
-        ng.label_noise_floor(eta, classes),
+        label_floor(kind, eta, classes),
     )
 
 
 # ---------------------------------------------------------------------- (a) CNN on digits
-def digits_data(eta: float, seed: int) -> TaskData:
+def digits_data(
+    eta: float, seed: int, kind: str = "uniform", sizes: tuple[int, int, int] = (1000, 300, 497)
+) -> TaskData:
     """scikit-learn's bundled 8×8 digits as 1×8×8 images in [0, 1]."""
     from sklearn.datasets import load_digits
 
     x_all, y_all = load_digits(return_X_y=True)
     x = torch.tensor(x_all / 16.0, dtype=torch.float32).reshape(-1, 1, 8, 8)
     y = torch.tensor(y_all, dtype=torch.long)
-    return _split(x, y, (1000, 300, 497), eta, 10, seed)
+    return _split(x, y, sizes, eta, 10, seed, kind)
+
+
+def digits_small_data(eta: float, seed: int, kind: str = "uniform") -> TaskData:
+    """:func:`digits_data` with 500 training rows (300 validation, 497 test): grid 2's BatchNorm CNN."""
+    return digits_data(eta, seed, kind, (500, 300, 497))
 
 
 def digits_cnn(data: TaskData) -> nn.Module:
@@ -134,8 +195,50 @@ def digits_cnn(data: TaskData) -> nn.Module:
     )
 
 
+# ---------------------------------------------------------------------- (e) CNN with BatchNorm, augmented
+def shift_augment(x: Tensor, g: torch.Generator, max_shift: int = 1) -> Tensor:
+    """Random translations of a batch of images by up to ``max_shift`` pixels each way (zero fill).
+
+    Example:
+        >>> x = torch.arange(16.0).reshape(1, 1, 4, 4).repeat(8, 1, 1, 1)
+        >>> y = shift_augment(x, torch.Generator().manual_seed(0))
+        >>> y.shape, bool((y.sum((1, 2, 3)) <= x.sum((1, 2, 3))).all())
+        (torch.Size([8, 1, 4, 4]), True)
+    """
+    n, _, h, w = x.shape
+    k = 2 * max_shift + 1
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, k, (n,), generator=g)
+    dx = torch.randint(0, k, (n,), generator=g)
+    out = torch.empty_like(x)
+    for i in range(k):
+        for j in range(k):
+            sel = (dy == i) & (dx == j)
+            if bool(sel.any()):
+                out[sel] = padded[sel, :, i : i + h, j : j + w]
+    return out
+
+
+def digits_bn_cnn(data: TaskData) -> nn.Module:
+    """Three bias-free 3×3 convolutions, each followed by BatchNorm (so the function does not
+    depend on their weight norms), global average pooling and a linear head (≈ 6 k parameters)."""
+
+    def block(cin: int, cout: int) -> list[nn.Module]:
+        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(1, 8),
+        *block(8, 16),
+        nn.MaxPool2d(2),
+        *block(16, 32),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 10),
+    )
+
+
 # ---------------------------------------------------------------------- (b) MLP on tabular
-def tabular_data(eta: float, seed: int) -> TaskData:
+def tabular_data(eta: float, seed: int, kind: str = "uniform") -> TaskData:
     """``make_classification``: 20 features (8 informative, 4 redundant), 10 classes, 2 clusters each."""
     from sklearn.datasets import make_classification
 
@@ -152,7 +255,7 @@ def tabular_data(eta: float, seed: int) -> TaskData:
     )
     x = torch.tensor(x_np, dtype=torch.float32)
     x = (x - x.mean(0)) / x.std(0)
-    return _split(x, torch.tensor(y_np, dtype=torch.long), (1000, 500, 2000), eta, 10, seed)
+    return _split(x, torch.tensor(y_np, dtype=torch.long), (1000, 500, 2000), eta, 10, seed, kind)
 
 
 def tabular_mlp(data: TaskData) -> nn.Module:
@@ -200,14 +303,14 @@ def regression_mlp(data: TaskData) -> nn.Module:
 SEQ_LEN, VOCAB, MAJ_CLASSES = 16, 12, 4
 
 
-def majority_data(eta: float, seed: int) -> TaskData:
+def majority_data(eta: float, seed: int, kind: str = "uniform") -> TaskData:
     """Token sequences; label = which of tokens 0..3 occurs most often (ties: the smallest)."""
     g = torch.Generator().manual_seed(20_000 + seed)
     n = 2300
     x = torch.randint(0, VOCAB, (n, SEQ_LEN), generator=g)
     counts = torch.stack([(x == c).sum(1) for c in range(MAJ_CLASSES)], 1)
     y = counts.argmax(1)  # first maximum on ties
-    return _split(x, y, (600, 300, 1000), eta, MAJ_CLASSES, seed)
+    return _split(x, y, (600, 300, 1000), eta, MAJ_CLASSES, seed, kind)
 
 
 def majority_hf_bert(data: TaskData) -> nn.Module:
@@ -273,4 +376,48 @@ TASKS: dict[str, TaskSpec] = {
     ),
 }
 
-__all__ = ["TASKS", "TaskData", "TaskSpec", "loss_fn", "metric_value"]
+# Tasks of grid 2 only (``suite/grid2.py``); kept out of TASKS so the original suite's tables stay as they are.
+EXTRA_TASKS: dict[str, TaskSpec] = {
+    "cnn_bn_digits": TaskSpec(
+        "cnn_bn_digits",
+        "classification",
+        (0.0, 0.3),
+        30,
+        32,
+        digits_small_data,
+        digits_bn_cnn,
+        {"epochs": 15},
+        sgd_lr=0.1,
+        augment=shift_augment,
+    ),
+}
+ALL_TASKS: dict[str, TaskSpec] = {**TASKS, **EXTRA_TASKS}
+
+
+def build_data(spec: TaskSpec, noise: float, seed: int, kind: str = "uniform") -> TaskData:
+    """``spec.build_data(noise, seed)``, with a label-noise ``kind`` other than ``"uniform"`` passed on
+    (``"clean"``: no noise, ``noise`` must be 0)."""
+    if kind == "clean":
+        if noise != 0:
+            raise ValueError(f"Expected argument `noise` to be 0 for clean labels but got {noise}.")
+        kind = "uniform"
+    if kind == "uniform":
+        return spec.build_data(noise, seed)
+    if spec.kind != "classification":
+        raise ValueError(f"Expected a classification task for noise kind {kind!r} but {spec.name!r} is a regression.")
+    return spec.build_data(noise, seed, kind)  # type: ignore[call-arg]
+
+
+__all__ = [
+    "ALL_TASKS",
+    "EXTRA_TASKS",
+    "NOISE_KINDS",
+    "TASKS",
+    "TaskData",
+    "TaskSpec",
+    "build_data",
+    "label_floor",
+    "loss_fn",
+    "metric_value",
+    "noise_transition",
+]
