@@ -8,8 +8,8 @@ effect and the controller's state after each validation (``suite/harness.py``).
 axis            values
 ==============  ============================================================================
 task            ``mlp_tabular`` (40 epochs), ``cnn_bn_digits`` (30 epochs; a CNN whose three
-                convolutions feed BatchNorm, trained on shifted 8×8 digits, 500 training
-                rows), ``cnn_digits`` (40 epochs): budgets cut from the original suite's
+                convolutions feed BatchNorm, trained on shifted 8×8 digits, 400 training
+                rows, batch 32), ``cnn_digits`` (40 epochs): budgets cut from the original suite's
                 100 to fit the shared machine
 noise kind      ``clean``; ``uniform`` (30 %: label redrawn from all C classes), ``other``
                 (30 %: moved to a random other class), ``pair`` (30 %: class k → k + 1 mod C),
