@@ -183,7 +183,7 @@ def main_grid2(args: argparse.Namespace) -> int:
     index, count = (int(v) for v in args.shard.split("/"))
     skipped: dict[str, str] = {}
     if not args.no_run:
-        for job in grid2.jobs(tasks, args.seeds, arms)[index::count]:
+        for job in grid2.shard(grid2.jobs(tasks, args.seeds, arms), index, count):
             if job.arm in skipped:
                 continue
             try:

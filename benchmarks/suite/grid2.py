@@ -78,6 +78,15 @@ def jobs(tasks: list[str], seeds: int, arms: list[str]) -> list[Job]:
     ]
 
 
+def shard(all_jobs: list[Job], index: int, count: int) -> list[Job]:
+    """The jobs of shard ``index`` of ``count``: every arm of one (seed, task, noise kind, optimizer)
+    goes to the same shard, and those groups alternate between shards (balanced costs)."""
+    groups: dict[tuple[Any, ...], int] = {}
+    for job in all_jobs:
+        groups.setdefault((job.seed, job.task, job.kind, job.optimizer), len(groups))
+    return [j for j in all_jobs if groups[(j.seed, j.task, j.kind, j.optimizer)] % count == index]
+
+
 def run_job(job: Job, *, root: Path | None = ROOT, force: bool = False, epochs: int | None = None) -> dict[str, Any]:
     """Train (or load the saved result of) one job."""
     spec = spec_of(job.task)
@@ -96,4 +105,16 @@ def run_job(job: Job, *, root: Path | None = ROOT, force: bool = False, epochs: 
     )
 
 
-__all__ = ["ARMS2", "CELLS", "CHECK_EVERY", "EPOCHS", "OPTIMIZERS", "ROOT", "Job", "jobs", "run_job", "spec_of"]
+__all__ = [
+    "ARMS2",
+    "CELLS",
+    "CHECK_EVERY",
+    "EPOCHS",
+    "OPTIMIZERS",
+    "ROOT",
+    "Job",
+    "jobs",
+    "run_job",
+    "shard",
+    "spec_of",
+]
