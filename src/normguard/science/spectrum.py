@@ -1,86 +1,26 @@
 """Eigendecay exponent α of a data matrix or of a layer's inputs, with an interval and a plot.
 
-If the covariance eigenvalues of the data decay as a power law, λ_i ~ i^(−α), the paper
-behind normguard (THEORY.md) says every near-interpolator's squared weight norm grows at
-least like n^α, and a larger α gives a worse trade-off between training and test error.
-This module measures α.
+If the covariance eigenvalues of the data decay as a power law, λ_i ~ i^(−α), every model whose
+training loss is under the noise floor has a squared weight norm growing at least like n^α, and
+a larger α gives a worse trade-off between training and test error. This module measures α. The
+rule in brief (the reasons, measurements and formulas are in the documentation,
+``docs/guides/spectrum-method.md``):
 
-How α is measured (the rule, exactly):
+1. Eigenvalues of the smaller of XᵀX/n and XXᵀ/n (rows centred), in float64, or in float32 for
+   float32 data above 10¹⁰ multiply-adds, redone in float64 when float32 cannot resolve the tail.
+2. ``m`` = the count above numerical zero (λ₁ · max(n, d) · 100 · ε₆₄; λ₁ · 4 · ε₃₂ in float32).
+3. Fit range ("auto"): ``first = max(2, ceil(0.01 m))``, ``last = floor(f · m)`` with ``f = 0.5``
+   when n ≥ 5 d else ``0.1``, raised to ``first + 7`` where possible, at most ``m``.
+4. α = minus the least-squares slope of log λ_i on log i over that range.
+5. Interval (``ci_method="parametric-bootstrap"``): refits on eigenvalues simulated under the
+   fitted spectrum give the bias (subtracted) and the spread (a t interval).
+6. Range test: sub-ranges refitted against the replicates; on failure, not a power law: no bias
+   correction, a widened interval, a warning (``range_test``).
+7. B (``n_bootstrap=None``): replicates costing about 9× the point estimate (10 ≤ B ≤ 100).
 
-1. Centre the rows (``center=True``) and form the smaller of the d×d covariance XᵀX/n and
-   the n×n Gram matrix XXᵀ/n (they share their non-zero eigenvalues) with one symmetric
-   rank-k update (BLAS ``?syrk`` on the CPU, a matmul on other devices), then take its
-   eigenvalues with ``torch.linalg.eigvalsh``, sorted descending. The product and the
-   eigenvalues are float64, except for float32 data whose product exceeds 10¹⁰
-   multiply-adds (n · d · min(n, d)): those start in float32 throughout, which halves the
-   time of both steps (for n = 20 000, d = 4 096 the eigenvalues over the fit range agree
-   with the float64 route to ~1e-5 relative, far inside the sampling error). If the
-   float32 eigenvalues then fall below numerical zero (rule 2) before index
-   ``min(n − 1, d)`` — a steep or rank-deficient spectrum, whose tail float32 cannot
-   resolve — the product and eigenvalues are redone in float64, so the rank and the fit
-   range never rest on float32 rounding (``precision=`` overrides this).
-2. ``m`` = the number of eigenvalues above numerical zero, at most ``min(n − 1, d)`` when
-   centred. Numerical zero is λ ≤ λ₁ · max(n, d) · 100 · ε₆₄ (ε₆₄ ≈ 2.2e-16) for float64
-   products, and λ ≤ λ₁ · 4 · ε₃₂ ≈ λ₁ · 4.8e-7 for float32 ones: a float32 product and
-   eigensolver resolve nothing much below λ₁ · 1e-7 (the "zeros" of rank-deficient float32
-   data measured at λ₁ · 1e-8 to 8.5e-8 by that route, near λ₁ · 1e-15 by the float64 one).
-3. Fit range ("auto"), 1-based and inclusive: ``first = max(2, ceil(0.01 m))`` (the top
-   eigenvalue is an outlier in most real data); ``last = floor(f · m)`` with ``f = 0.5`` when
-   n ≥ 5 d (the sample spectrum is accurate far down) and ``f = 0.1`` otherwise (sample
-   eigenvalues near index n are inflated by the mass of the tail); ``last`` is raised to
-   ``first + 7`` where possible, and never exceeds ``m``.
-4. Ordinary least squares of log λ_i on log i over that range; α is minus the slope.
-
-Interval (``alpha_ci``, 95 %), ``ci_method="parametric-bootstrap"`` (the default):
-
-5. Simulate the sample covariance's eigenvalues under the *fitted* spectrum, λ_i = i^(−α̂)
-   for i = 1..p (p = d, or the rank m when the data is rank-deficient), from n Gaussian rows
-   (n − 1 when centred: centring removes one degree of freedom). Eigenvalues are rotation
-   invariant, so no d×d rotation is drawn: for n ≥ p the covariance is a Wishart matrix,
-   drawn by the Bartlett decomposition (a p×p lower triangle with √χ²_{n−i+1} on the
-   diagonal and N(0, 1) below, rows scaled by √λ_i); for n < p it is the n×n Gram matrix
-   of n scaled normal rows (:func:`simulate_sample_eigenvalues`). Refit α over the same
-   index range. The mean refit minus α̂ estimates the fit's finite-sample bias; it is
-   subtracted (``alpha = alpha_uncorrected − bias``), and the replicates' spread ``s``
-   gives ``alpha ± t_{B−1, 0.975} · s · √(1 + 1/B)`` (the t quantile and √(1 + 1/B) account
-   for B replicates estimating the spread and the bias).
-6. Fit-range consistency test: split the fit range into K = 3 (or 2, for short ranges)
-   consecutive sub-ranges of equal length in log i and refit each, in the data and in every
-   replicate. For each sub-range, the difference from the whole range's α is compared with
-   the replicates' differences (mean c_k, spread s_k): the statistic is
-   max_k |δ_k − c_k| / s_k, and the test fails when it exceeds the replicates' 95th
-   percentile of that maximum (taken from their normal approximation with a Bonferroni
-   split over K, t_{B−1, 1−0.025/K} · √(1 + 1/B): steadier than an order statistic of a few
-   dozen replicates). On failure the spectrum is "not a power law over the fit range": the
-   bias correction (which assumes a power law) is dropped, ``alpha`` is the uncorrected fit,
-   the interval spans it and the bias-corrected α (whichever is lower minus the half width,
-   to whichever is higher plus it) and is widened on each side by the part of the data's
-   disagreement that sampling does not explain, max_k (|δ_k − c_k| − threshold · s_k),
-   and a warning says so. (Widening by the whole disagreement |δ_k − c_k| also widened the
-   ~3–6 % of power laws that fail by chance, by up to several interval widths; on a spectrum
-   far from a power law the two differ little; benchmarks/RESULTS_spectrum.md compares them.)
-   ``range_test`` records ``"pass"``, ``"fail"`` or ``"not run"`` (fewer than 6 points in
-   the range, or no replicates).
-7. B (``n_bootstrap=None``): as many replicates as cost about 9× the point estimate by a
-   cost model of both, so that the whole call costs about 10× (at least 10, at most 100;
-   the model's constants were measured on one CPU core). At B = 10 the t quantile and
-   √(1 + 1/B) make the interval 1.21× as wide as a normal one with the same spread, at
-   B = 20 1.09×; the floor binds where n ≈ d or n < d at large d, where a replicate costs
-   about as much as the point estimate. For n ≥ d a replicate costs a d×d triangular
-   product and eigenvalue solve whatever n is, so large n gets more replicates.
-
-Other intervals, by name: ``ci_method="bootstrap"`` resamples the rows with replacement,
-refits over the same range and takes the 2.5 % and 97.5 % percentiles shifted onto α̂
-(the previous default; it under-covers: see benchmarks/RESULTS_spectrum.md), and
-``ci_method="regression-se"`` (or ``n_bootstrap=0``) is the regression's 95 % t-interval
-of the slope, which treats correlated log-eigenvalues as independent: a fit-quality
-interval only. The streaming form (:class:`CovarianceAccumulator`) and
-:func:`layer_input_alphas` use the parametric bootstrap too (it needs only the eigenvalues).
-
-A warning is issued when the spectrum is not a power law (R² < 0.9 or the range test
-fails), when α ≤ 1, and when the fit range holds fewer than 8 eigenvalues; when the rank is
-limited by n (n < d) to fewer than 10 eigenvalues, no interval is given (NaN): n is too small
-for a fit.
+``ci_method="bootstrap"`` (rows resampled) and ``"regression-se"`` are the other intervals.
+Warnings: not a power law (R² < 0.9 or the range test fails), α ≤ 1, fewer than 8 eigenvalues
+in the fit range; no interval (NaN) when n < d limits the rank to fewer than 10.
 
 Example:
     >>> import torch
@@ -136,7 +76,7 @@ class AlphaEstimate:
     """The fitted eigendecay λ_i ≈ exp(intercept) · i^(−α) of a data matrix.
 
     Attributes:
-        alpha: rank-ordered eigendecay exponent (the α of THEORY.md): the bias-corrected
+        alpha: rank-ordered eigendecay exponent (λ_i ~ i^(−α)): the bias-corrected
             fit for the parametric bootstrap whose range test passed, else the plain fit.
         alpha_ci: (low, high), 95 % interval; how it was made is in ``ci_method``
             (NaN when n is too small for a fit).
