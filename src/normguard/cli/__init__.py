@@ -5,6 +5,9 @@ Each subcommand lives in its own module of this package with two functions,
 Bad input is reported in one line on stderr with exit status 2 (no traceback): options are
 checked with :mod:`normguard.validation` inside :func:`usage_errors`, which turns the
 ``ValueError`` of a check (or of the library on the user's data) into a :class:`UsageError`.
+A command whose optional dependency is missing says in one line which extra installs it
+(exit status 1). Commands that can run for more than a few seconds draw a progress bar on
+stderr when it is a terminal (``--no-progress`` hides it; so does ``NORMGUARD_PROGRESS=0``).
 """
 
 from __future__ import annotations
@@ -58,6 +61,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_progress_argument(parser: argparse.ArgumentParser) -> None:
+    """``--no-progress``: hide the progress bar (it is drawn on stderr only when stderr is a terminal)."""
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar (drawn only when stderr is a terminal)"
+    )
+
+
+def progress_flag(args: argparse.Namespace) -> bool | None:
+    """``enabled`` for :func:`normguard.progress.progress`: ``False`` with ``--no-progress``, else ``None``
+    (drawn when stderr is a terminal).
+
+    Example:
+        >>> progress_flag(argparse.Namespace(no_progress=True)), progress_flag(argparse.Namespace(no_progress=False))
+        (False, None)
+    """
+    return False if getattr(args, "no_progress", False) else None
+
+
+def missing_extra(exc: ImportError) -> str | None:
+    """The one-line message for an optional dependency that is not installed, else ``None``.
+
+    Example:
+        >>> missing_extra(ModuleNotFoundError("No module named 'scipy'", name="scipy"))
+        "scipy is not installed: pip install 'normguard[science]'"
+        >>> missing_extra(ImportError("normguard.lightning needs Lightning: pip install 'normguard[lightning]'"))
+        "normguard.lightning needs Lightning: pip install 'normguard[lightning]'"
+        >>> missing_extra(ModuleNotFoundError("No module named 'torch'", name="torch")) is None
+        True
+    """
+    from normguard import _EXTRA_OF
+
+    if "pip install 'normguard[" in str(exc):
+        return str(exc)
+    missing = (exc.name or "").partition(".")[0]
+    if missing in _EXTRA_OF:
+        return f"{missing} is not installed: pip install 'normguard[{_EXTRA_OF[missing]}]'"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -66,3 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"normguard {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ImportError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"normguard {args.command}: error: {message}", file=sys.stderr)
+        return 1

@@ -17,11 +17,11 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import torch
 
-from normguard.cli import usage_errors
+from normguard.cli import add_progress_argument, progress_flag, usage_errors
+from normguard.progress import Progress, progress
 from normguard.science.datasets import power_law_regression
 from normguard.validation import check_int, check_number
 
@@ -55,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, default=2000, help="full-batch Adam steps (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_progress_argument(parser)
 
 
-def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -> DemoRun:
+def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace, bar: Progress) -> DemoRun:
     import normguard as ng
 
     torch.manual_seed(args.seed)
@@ -74,7 +74,8 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -
         return (model(data[f"x_{split}"]).squeeze(-1) - data[f"y_{split}"]).pow(2).mean()
 
     best_val, test_at_best, best_state, since_best = math.inf, math.nan, None, 0
-    progress = _progress(args.steps, name, disable=args.no_progress)
+    bar.set_description(f"normguard demo: {name} ({RUNS.index(name) + 1}/{len(RUNS)})")
+    done_before = bar.n
     step = 0
     with guard:
         for step in range(1, args.steps + 1):
@@ -83,7 +84,7 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -
             loss.backward()
             opt.step()
             guard.step(loss)
-            progress.update(1)
+            bar.update(1)
             if step % 20 == 0:
                 with torch.no_grad():
                     val, test = mse("val"), mse("test")
@@ -97,7 +98,7 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -
                     break
             if guard.should_stop:
                 break
-        progress.close()
+    bar.update(done_before + args.steps - bar.n)  # a run that stopped early: its unused steps count as done
     with torch.no_grad():
         final_train, final_test = mse("train").item(), mse("test").item()
     fired = [e.step for e in guard.events if e.kind == ng.EventKind.DETECTOR_FIRED]
@@ -115,12 +116,6 @@ def _train(name: str, data: dict[str, torch.Tensor], args: argparse.Namespace) -
     )
 
 
-def _progress(total: int, name: str, disable: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"{name:>14}", unit="step", disable=disable, leave=False)
-
-
 def run(args: argparse.Namespace) -> int:
     with usage_errors():
         check_int("--n", args.n, 20)
@@ -133,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message="normguard")
     data = power_law_regression(args.n, args.alpha, seed=args.seed)
     started = time.perf_counter()
-    runs = {name: _train(name, data, args) for name in RUNS}
+    with progress(len(RUNS) * args.steps, "normguard demo", unit="step", enabled=progress_flag(args)) as bar:
+        runs = {name: _train(name, data, args, bar) for name in RUNS}
     elapsed = time.perf_counter() - started
     if args.json:
         print(json.dumps({**{k: asdict(v) for k, v in runs.items()}, "seconds": elapsed}))

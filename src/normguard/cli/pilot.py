@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from normguard.cli import UsageError, usage_errors
+from normguard.cli import UsageError, add_progress_argument, progress_flag, usage_errors
 from normguard.cli.spectrum import load_array, load_matrix
 from normguard.validation import check_int, check_number
 
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", help="subset sizes (default: 6 geometric sizes)")
     parser.add_argument("--seeds", type=int, default=8, help="subsets per size (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    add_progress_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with usage_errors():
-            res = linear_pilot(X, y, args.tau, sizes=args.sizes, n_seeds=args.seeds, seed=args.seed)
+            res = linear_pilot(
+                X, y, args.tau, sizes=args.sizes, n_seeds=args.seeds, seed=args.seed, progress=progress_flag(args)
+            )
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     if args.json:
         out = res.to_dict()

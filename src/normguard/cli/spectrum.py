@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from normguard.cli import UsageError, usage_errors
+from normguard.cli import UsageError, add_progress_argument, progress_flag, usage_errors
+from normguard.progress import progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: %(default)s, see normguard.science.spectrum)",
     )
     parser.add_argument("--plot", metavar="PNG", help="save the spectrum with its fit to this file")
+    add_progress_argument(parser)
 
 
 def _from_npz(path: str, key: str) -> np.ndarray:
@@ -164,24 +166,28 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_plot_path(args.plot)
-    X = load_matrix(args.file)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with usage_errors():
-            est = estimate_alpha(
-                X,
-                center=not args.no_center,
-                fit_range=tuple(args.fit_range) if args.fit_range else "auto",
-                n_bootstrap=args.bootstrap,
-                seed=args.seed,
-                precision=args.precision,
-                ci_method=args.ci_method,
-            )
-    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
-    if est.ci_method == "none":  # n too small for a fit: refuse rather than print a meaningless alpha
-        raise UsageError(next(note for note in notes if "too small" in note))
-    if args.plot:
-        save_figure(lambda path: plot_spectrum(est, path=path), args.plot)
+    # one call does the work: the bar names the stage and keeps the elapsed time moving
+    with progress(None, f"normguard spectrum: reading {args.file}", enabled=progress_flag(args), tick=0.5) as bar:
+        X = load_matrix(args.file)
+        bar.set_description(f"normguard spectrum: alpha of {X.shape[0]} x {X.shape[1]}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with usage_errors():
+                est = estimate_alpha(
+                    X,
+                    center=not args.no_center,
+                    fit_range=tuple(args.fit_range) if args.fit_range else "auto",
+                    n_bootstrap=args.bootstrap,
+                    seed=args.seed,
+                    precision=args.precision,
+                    ci_method=args.ci_method,
+                )
+        notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        if est.ci_method == "none":  # n too small for a fit: refuse rather than print a meaningless alpha
+            raise UsageError(next(note for note in notes if "too small" in note))
+        if args.plot:
+            bar.set_description(f"normguard spectrum: drawing {args.plot}")
+            save_figure(lambda path: plot_spectrum(est, path=path), args.plot)
     if args.json:
         out = est.to_dict()
         out["density_tail_exponent"] = est.density_tail_exponent()

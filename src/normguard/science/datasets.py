@@ -1,6 +1,6 @@
 """Data with a known noise floor: the paper's synthetic regression, and noisy digits.
 
-One generator of the paper's setting (THEORY.md) serves the theory, the pilots, the demo,
+One generator of the paper's setting (Wang, Sonthalia & Hu, AISTATS 2024) serves the theory, the pilots, the demo,
 the tests and the benchmarks:
 
 * :func:`paper_data` — one draw, float64 numpy: x = Σ^½ z with Σ = diag(i^-α),
@@ -119,7 +119,7 @@ def noisy_digits(noise_rate: float, *, seed: int = 0, n_train: int = 1000, n_val
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:  # pragma: no cover - scikit-learn is in the dev extra
-        raise ImportError("noisy_digits needs scikit-learn: pip install 'normguard[dev]'") from exc
+        raise ImportError("noisy_digits needs scikit-learn, which is not installed: pip install scikit-learn") from exc
     noise_rate = check_number("noise_rate", noise_rate, low=0.0, high=1.0, high_open=True)
     x_all, y_all = load_digits(return_X_y=True)
     x = torch.tensor(x_all / 16.0, dtype=torch.float32)

@@ -1,6 +1,6 @@
 """Norm-scaling pilots: how fast does the weight norm of a τ-near-interpolator grow with n?
 
-The paper (THEORY.md) predicts ‖β‖² ~ n^α for linear near-interpolators when the data's
+The paper (Wang, Sonthalia & Hu, AISTATS 2024) predicts ‖β‖² ~ n^α for linear near-interpolators when the data's
 covariance eigenvalues decay as i^(−α) and d grows with n (d = n/γ). A pilot measures the
 growth exponent directly: fit near-interpolators on growing subsets, record the squared
 norm, and regress log‖β‖² on log n.
@@ -18,6 +18,10 @@ a fixed matrix, so that each size draws fresh data with d = n/γ.
 
 Interval: ``exponent_ci`` is a 95 % percentile bootstrap over seeds (resample the seeds'
 runs with replacement, take the per-size medians again, refit the slope).
+
+Progress: both pilots draw a progress bar with a time estimate on stderr when it is a
+terminal (``progress=None``, the default); ``progress=False`` hides it, ``True`` forces it.
+Needs scipy (``pip install 'normguard[science]'``).
 
 Example:
     >>> res = linear_pilot(paper_generator(alpha=2.0), None, tau=0.2,
@@ -40,8 +44,8 @@ import torch
 from torch import nn
 
 from normguard.norms import NormEngine
+from normguard.progress import progress as progress_bar
 from normguard.science.datasets import paper_data
-from normguard.science.spectrum import estimate_alpha
 from normguard.science.theory import min_norm_near_interpolator
 from normguard.validation import check_finite, check_int, check_matrix, check_number, check_vector
 
@@ -216,6 +220,8 @@ def _finish(
 
 
 def _alpha_or_none(X: Any) -> Any:
+    from normguard.science.spectrum import estimate_alpha  # scipy: after theory's import named the extra
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -247,6 +253,7 @@ def linear_pilot(
     sizes: int | Sequence[int] | None = None,
     n_seeds: int = 8,
     seed: int = 0,
+    progress: bool | None = None,
 ) -> PilotResult:
     """Measured growth exponent of the minimum-norm τ-near-interpolator's ‖β‖² with n.
 
@@ -258,6 +265,8 @@ def linear_pilot(
             to n (default 6); required for a generator.
         n_seeds: subsets (or draws) per size; the fit uses the median over them.
         seed: base seed (subset ``j`` of every size uses ``seed + j``).
+        progress: a progress bar on stderr: ``None`` when stderr is a terminal, ``True``
+            always, ``False`` never.
 
     Example:
         >>> from sklearn.datasets import load_digits
@@ -285,11 +294,15 @@ def linear_pilot(
         alpha_est = _alpha_or_none(Xn)
         source, data_y = Xn, yn
     norms = np.full((len(size_list), n_seeds), np.nan)
-    for i, n in enumerate(size_list):
-        for j in range(n_seeds):
-            Xs, ys = _draw(source, data_y, n, seed + j)
-            with contextlib.suppress(ValueError):  # τ unreachable: stays NaN
-                norms[i, j] = min_norm_near_interpolator(Xs, ys, tau).norm_sq
+    # a fit costs more the larger its subset: the bar counts samples fitted, so its estimate holds
+    with progress_bar(sum(size_list) * n_seeds, "linear pilot", unit="sample", enabled=progress) as bar:
+        for i, n in enumerate(size_list):
+            for j in range(n_seeds):
+                bar.set_description(f"linear pilot n={n} ({i * n_seeds + j + 1}/{len(size_list) * n_seeds})")
+                Xs, ys = _draw(source, data_y, n, seed + j)
+                with contextlib.suppress(ValueError):  # τ unreachable: stays NaN
+                    norms[i, j] = min_norm_near_interpolator(Xs, ys, tau).norm_sq
+                bar.update(n)
     return _finish(size_list, norms, tau, alpha_est, "linear", seed)
 
 
@@ -403,6 +416,7 @@ def model_pilot(
     lr: float = 1e-3,
     weight_decay: float | Callable[[int], float] = 0.0,
     seeds: Sequence[int] = (0, 1, 2),
+    progress: bool | None = None,
 ) -> PilotResult:
     """Measured growth exponent of a trained model's weight norm Σ‖W‖_F² with n.
 
@@ -421,6 +435,10 @@ def model_pilot(
     (``alpha / (2n) · ‖W‖²`` on top of half the MSE), is ``weight_decay=lambda n: 2 * alpha / n``.
 
     ``X`` may be a generator ``(n, seed) -> (X, y)``, as in :func:`linear_pilot`.
+
+    A model pilot can take minutes: with ``progress=None`` (the default) a bar on stderr
+    counts the runs and estimates the time left when stderr is a terminal; ``True`` always
+    draws it, ``False`` never.
 
     Example:
         >>> factory = lambda d: torch.nn.Sequential(torch.nn.Linear(d, 32), torch.nn.ReLU(),
@@ -447,16 +465,20 @@ def model_pilot(
         alpha_est = _alpha_or_none(source)
     norms = np.full((len(size_list), len(seeds)), np.nan)
     steps = np.zeros((len(size_list), len(seeds)), dtype=int)
-    for i, n in enumerate(size_list):
-        for j, s in enumerate(seeds):
-            Xs, ys = _draw(source, data_y, n, s)
-            Xt = torch.as_tensor(Xs, dtype=torch.float32)
-            yt = torch.as_tensor(ys, dtype=torch.float32)
-            torch.manual_seed(s)
-            model = model_factory(Xt.shape[1])
-            decay = float(weight_decay(n)) if callable(weight_decay) else float(weight_decay)
-            step, loss = _train_until(model, Xt, yt, tau, max_steps, lr, decay)
-            steps[i, j] = step
-            if loss < tau:
-                norms[i, j] = weight_norm_sq(model)
+    # a run costs more the larger its subset: the bar counts samples trained, so its estimate holds
+    with progress_bar(sum(size_list) * len(seeds), "model pilot", unit="sample", enabled=progress) as bar:
+        for i, n in enumerate(size_list):
+            for j, s in enumerate(seeds):
+                bar.set_description(f"model pilot n={n} ({i * len(seeds) + j + 1}/{len(size_list) * len(seeds)})")
+                Xs, ys = _draw(source, data_y, n, s)
+                Xt = torch.as_tensor(Xs, dtype=torch.float32)
+                yt = torch.as_tensor(ys, dtype=torch.float32)
+                torch.manual_seed(s)
+                model = model_factory(Xt.shape[1])
+                decay = float(weight_decay(n)) if callable(weight_decay) else float(weight_decay)
+                step, loss = _train_until(model, Xt, yt, tau, max_steps, lr, decay)
+                steps[i, j] = step
+                if loss < tau:
+                    norms[i, j] = weight_norm_sq(model)
+                bar.update(n)
     return _finish(size_list, norms, tau, alpha_est, "model", seeds[0], steps)

@@ -1,6 +1,6 @@
 """The paper's asymptotics for near-interpolators, and exact ridge near-interpolators.
 
-Setting (THEORY.md; Wang, Sonthalia & Hu, AISTATS 2024): x = Σ^(1/2) z with
+Setting (Wang, Sonthalia & Hu, AISTATS 2024): x = Σ^(1/2) z with
 Σ = diag(i^(−α)), d = n/γ, y = xᵀβ* + ε with noise variance σ². With κ the effective
 regularisation parameter (κ > κ_crit):
 
@@ -31,7 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import optimize, special
+
+try:
+    from scipy import optimize, special
+except ImportError as exc:  # scipy is an optional extra
+    raise ImportError(
+        "normguard.science.theory needs scipy, which is not installed: pip install 'normguard[science]'"
+    ) from exc
 
 from normguard.science.datasets import PaperData, paper_data
 from normguard.validation import check_finite, check_matrix, check_number, check_vector
