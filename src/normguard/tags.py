@@ -245,7 +245,7 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
             "validation loss": ["Multiline", [VAL_LOSS]],
             "validation - train gap": ["Multiline", [GAP]],
             "weight norm": ["Multiline", [TOTAL_NORM]],
-            "noise floor in use (training loss held above it)": ["Multiline", [NOISE_FLOOR]],
+            "noise floor in use (training loss under it = fitting the noise)": ["Multiline", [NOISE_FLOOR]],
             "norm growth exponent (d log|w| / d log step; 1 = grows like the step count)": [
                 "Multiline",
                 [GROWTH_EXPONENT],
