@@ -320,7 +320,8 @@ class NoiseFloor:
         return self.value if self.kind is FloorKind.KNOWN else _SETTINGS[self.kind]
 
     def with_estimate(self, value: float, low: float, high: float) -> NoiseFloor:
-        """An estimated floor holding this estimate (checked: finite, 0 ≤ low ≤ value ≤ high; high may be inf)."""
+        """An estimated floor holding this estimate, whatever this floor's kind (checked: finite,
+        0 ≤ low ≤ value ≤ high; high may be inf, an interval without an upper end)."""
         value = _check_number("value", value, low=0.0)
         low = _check_number("low", low, low=0.0, high=value, note="the interval's lower end, at most `value`")
         if not _is_inf(high):
@@ -380,8 +381,8 @@ class NearInterpolationDetector:
             signature (p/n under about 5 %, m over about 200).
         patience: consecutive decisions a rule's conditions must hold to fire (default 10,
             EarlyStopping's usual patience; see the module doc for the rules).
-        floor_patience: the shorter patience of the ``below_floor`` rule with a known floor
-            (default 7; never more than ``patience``): a training loss under the floor is
+        floor_patience: the shorter patience of the ``below_floor`` rule with a known or
+            estimated floor (default 7; never more than ``patience``): a training loss under the floor is
             strong evidence that the model fits noise. Replayed on the suite's 30 noisy runs,
             5 / 6 / 7 / 8 left 2 / 1 / 0 / 0 runs worse than EarlyStopping by more than
             0.5 point (a stall the run later broke), each step costing about one epoch.
