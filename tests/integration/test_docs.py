@@ -62,6 +62,25 @@ def test_every_nav_page_exists_and_no_internal_leftovers() -> None:
             assert leftover not in text, f"{path.relative_to(ROOT)} mentions {leftover!r}"
 
 
+QUICKSTART = (
+    'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e ".[dev]" '
+    "&& normguard demo",
+    "python -m pytest",
+)
+
+
+def test_readme_is_short_and_keeps_the_two_quickstart_commands() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250, "README.md is meant for a newcomer: about 200 lines, the rest in docs/"
+    block = re.search(r"## Quickstart\n.*?```bash\n(.*?)```", readme, flags=re.DOTALL)
+    assert block is not None, "README.md has no Quickstart block"
+    assert block.group(1).splitlines() == list(QUICKSTART)
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert all(command in ci for command in QUICKSTART), "CI must run the README's Quickstart commands"
+    for extra in ("lightning", "transformers", "science", "report", "all"):
+        assert f'pip install "normguard[{extra}]"' in readme, extra
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_site_builds_strict(tmp_path: Path) -> None:
