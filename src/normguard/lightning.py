@@ -140,6 +140,7 @@ class NormGuardCallback(DoorResults, Callback):
         self._last_check_step = 0  # global_step of the last train check
         self._train_metric_found = False
         self._last_seen: dict[str, Any] = {}  # the metric objects last read: the same object is not fresh
+        self._missing: dict[str, tuple[str, list[str]]] = {}
         self._floor_metric: Any = None
         self._disabled = False
 
@@ -174,7 +175,9 @@ class NormGuardCallback(DoorResults, Callback):
             self._floor_metric = _find_floor_metric(pl_module)
 
     @override
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # not on_fit_start: Lightning restores the optimizers' state from a checkpoint between the two,
+        # and the actions bind to the optimizers as they will train
         if self.monitor is not None:  # a previous fit's monitor: unhook it
             self.monitor.action.unbind()
         self.monitor = None
@@ -191,6 +194,7 @@ class NormGuardCallback(DoorResults, Callback):
             is_logging_rank=logging_rank,
         )
         self._last_seen = {}
+        self._missing: dict[str, tuple[str, list[str]]] = {}  # watched metrics absent at a validation
         state, self._pending_state = self._pending_state, None
         if state is not None:  # resumed from a checkpoint
             self._apply_state(state)
@@ -279,14 +283,11 @@ class NormGuardCallback(DoorResults, Callback):
                 values.append(None)
                 continue
             value = trainer.callback_metrics.get(name)
-            if value is None:
-                raise missing_metric(
-                    "NormGuardCallback",
-                    argument,
-                    name,
-                    trainer.callback_metrics,
-                    f"log it in `validation_step` with `self.log({name!r}, value)`",
-                )
+            if value is None:  # not logged yet (a metric logged every k-th epoch): checked at the end of training
+                self._missing[name] = (argument, sorted(trainer.callback_metrics))
+                values.append(None)
+                stale.append(name)
+                continue
             if self._fresh(name, value) is None:
                 stale.append(name)
             value = torch.as_tensor(value).detach().float().reshape(())
@@ -316,6 +317,13 @@ class NormGuardCallback(DoorResults, Callback):
         if stop:
             self.monitor.follow_stop(step)
             trainer.should_stop = True
+
+    @override
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for name, (argument, keys) in self._missing.items():
+            if name not in self._last_seen:
+                how = f"log it in `validation_step` with `self.log({name!r}, value)`"
+                raise missing_metric("NormGuardCallback", argument, name, keys, how)
 
     @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -353,7 +361,7 @@ class NormGuardCallback(DoorResults, Callback):
                 + "."
             )
         if self.monitor is None:
-            self._pending_state = dict(state_dict)  # applied once the monitor exists (on_fit_start)
+            self._pending_state = dict(state_dict)  # applied once the monitor exists (on_train_start)
         else:
             self._apply_state(state_dict)
 

@@ -174,12 +174,19 @@ class Trace(L.Callback):
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         action = self.guard.monitor.action
-        self.steps[trainer.global_step] = (flat(pl_module.net), action.scalars(), action.engaged)
+        self.steps[trainer.global_step] = (flat(pl_module.net), action.scalars(), getattr(action, "engaged", False))
 
 
 def lightning_run(
-    data: dict[str, torch.Tensor], opt_name: str, epochs: int, ckpt: Path | None = None, action: str = "hold_floor"
+    data: dict[str, torch.Tensor],
+    opt_name: str,
+    epochs: int,
+    ckpt: Path | None = None,
+    action: str = "hold_floor",
+    save_to: Path | None = None,
 ) -> tuple[Any, Any, Trace]:
+    """``save_to``: a checkpoint at every step there (``step=N.ckpt``), as a preempted job has."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from torch.utils.data import DataLoader, TensorDataset
 
     from normguard.lightning import NormGuardCallback
@@ -189,17 +196,18 @@ def lightning_run(
     val = DataLoader(TensorDataset(data["x_val"], data["y_val"]), batch_size=len(data["x_val"]))
     guard = NormGuardCallback(5, noise_floor=FLOOR, action=action)
     trace = Trace(guard)
+    saving = [] if save_to is None else [ModelCheckpoint(save_to, "{step}", every_n_train_steps=1, save_top_k=-1)]
     trainer = L.Trainer(
         max_epochs=epochs,
         check_val_every_n_epoch=10,
         num_sanity_val_steps=0,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=save_to is not None,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
         devices=1,
-        callbacks=[guard, trace],
+        callbacks=[guard, trace, *saving],
     )
     module = Regressor(data, opt_name, seed=0 if ckpt is None else 1)
     trainer.fit(module, train, val, ckpt_path=str(ckpt) if ckpt else None)
@@ -213,13 +221,12 @@ def lightning_run(
 def test_lightning_hold_floor_resumes_step_by_step(
     data: dict[str, torch.Tensor], tmp_path: Path, opt_name: str, when: str
 ) -> None:
-    _, full_guard, full = lightning_run(data, opt_name, STEPS)  # one step per epoch
+    # one step per epoch; a checkpoint at every step (saved mid-run: not after fit's end-of-training restore)
+    _, full_guard, full = lightning_run(data, opt_name, STEPS, save_to=tmp_path)
     engage = engaged_at(full.steps)
     assert 2 <= engage <= STEPS - 10
     start = engage - 1 if when == "before" else engage + 7
-    first, _, _ = lightning_run(data, opt_name, start)
-    first.save_checkpoint(tmp_path / "mid.ckpt")
-    trainer, guard, resumed = lightning_run(data, opt_name, STEPS, ckpt=tmp_path / "mid.ckpt")
+    trainer, guard, resumed = lightning_run(data, opt_name, STEPS, ckpt=tmp_path / f"step={start}.ckpt")
     assert trainer.global_step == STEPS
     assert_same_from(start, full.steps, resumed.steps)
     assert event_rows(guard.events) == event_rows(full_guard.events)
@@ -269,7 +276,7 @@ class HFTrace(transformers.TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
         action = self.guard.monitor.action
-        self.steps[state.global_step] = (flat(model.net), action.scalars(), action.engaged)
+        self.steps[state.global_step] = (flat(model.net), action.scalars(), getattr(action, "engaged", False))
 
 
 def hf_run(
@@ -346,3 +353,62 @@ def test_hf_stop_in_a_checkpoint_stops_at_once(data: dict[str, torch.Tensor], tm
     assert guard2.should_stop and EventKind.STOP in [e.kind for e in guard2.events]
     assert again.state.global_step <= stop + 1  # Hugging Face starts one step; it gets no gradients
     torch.testing.assert_close(flat(again.model.net), stopped, rtol=0, atol=0)
+
+
+def hf_two_callbacks(
+    data: dict[str, torch.Tensor], out: Path, names: tuple[Any, Any], resume: str | None = None, restore: bool = True
+) -> tuple[Any, list[Any]]:
+    from normguard.transformers import NormGuardTrainerCallback
+
+    guards = [
+        NormGuardTrainerCallback(name=names[0], noise_floor=FLOOR, patience=2, action="weight_decay"),
+        NormGuardTrainerCallback(name=names[1], noise_floor=0.5, patience=5, action="weight_decay"),
+    ]
+    args = transformers.TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=len(data["x_train"]),
+        learning_rate=3e-3,
+        weight_decay=0.01,
+        lr_scheduler_type="constant",
+        max_steps=20,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=5,
+        save_strategy="steps",
+        save_steps=5,
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        restore_callback_states_from_checkpoint=restore,
+    )
+    trainer = transformers.Trainer(
+        model=HFRegressor(data["x_train"].shape[1], seed=0 if resume is None else 1),
+        args=args,
+        train_dataset=Rows(data["x_train"], data["y_train"]),
+        eval_dataset=Rows(data["x_val"], data["y_val"]),
+        callbacks=guards,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer, [NormGuardTrainerCallback.find(trainer, n) for n in names]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("restore", [True, False])
+def test_hf_two_named_callbacks_resume_each_with_its_own_state(
+    data: dict[str, torch.Tensor], tmp_path: Path, restore: bool
+) -> None:
+    # D6: Hugging Face appends both states to one list at every save and hands the first (empty) entries to
+    # the callbacks it rebuilds; each callback reads its own latest entry by name instead
+    _, full = hf_two_callbacks(data, tmp_path / "full", ("a", "b"))
+    checkpoint = str(tmp_path / "full" / "checkpoint-10")
+    _, resumed = hf_two_callbacks(data, tmp_path / "resumed", ("a", "b"), resume=checkpoint, restore=restore)
+    for mine, theirs in zip(resumed, full):
+        assert mine.detector.state_dict() == theirs.detector.state_dict()
+        assert event_rows(mine.events) == event_rows(theirs.events)
+    assert full[0].detector.state_dict() != full[1].detector.state_dict()
+
+
+def test_hf_two_unnamed_callbacks_are_refused(data: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="its own `name=`"):
+        hf_two_callbacks(data, tmp_path, (None, None))
