@@ -117,7 +117,7 @@ def label_floor(kind: str, rate: float, classes: int) -> float:
 
     Example:
         >>> [round(label_floor(k, 0.3, 10), 4) for k in ("uniform", "other", "pair")]
-        [1.1765, 1.2719, 0.6109]
+        [1.1765, 1.27, 0.6109]
     """
     if kind == "uniform" or rate == 0:
         return ng.label_noise_floor(rate, classes)
