@@ -221,6 +221,11 @@ def current_tag(tag: str) -> str:
     return tag
 
 
+def _exact(tag: str) -> str:
+    """A custom-scalars pattern that matches ``tag`` only (TensorBoard uses ``re.match``)."""
+    return tag.replace(".", "\\.") + "$"
+
+
 def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     """The layout for TensorBoard's Custom Scalars tab (``SummaryWriter.add_custom_scalars``).
 
@@ -232,8 +237,9 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     decides on and the weight decay in effect, each on its own axis (a rate never shares an
     axis with a level, nor two rates one axis). Category ``normguard details``: the norm
     change per check, the drift share, the per-layer norms and the detector's conditions.
-    Chart tags are regular expressions (TensorBoard matches them); each names exactly the
-    tags it draws.
+    Chart tags are regular expressions that TensorBoard matches at the start of a tag; each is
+    anchored (``$``) so that it draws exactly its tags (``normguard/threshold/noise_floor``
+    alone would also draw ``noise_floor_low``).
 
     Example:
         >>> list(custom_scalars_layout()[PREFIX])[:4]
@@ -241,21 +247,21 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     """
     return {
         PREFIX: {
-            "training loss": ["Multiline", [TRAIN_LOSS]],
-            "validation loss": ["Multiline", [VAL_LOSS]],
-            "validation - train gap": ["Multiline", [GAP]],
-            "weight norm": ["Multiline", [TOTAL_NORM]],
-            "noise floor in use (training loss under it = fitting the noise)": ["Multiline", [NOISE_FLOOR]],
+            "training loss": ["Multiline", [_exact(TRAIN_LOSS)]],
+            "validation loss": ["Multiline", [_exact(VAL_LOSS)]],
+            "validation - train gap": ["Multiline", [_exact(GAP)]],
+            "weight norm": ["Multiline", [_exact(TOTAL_NORM)]],
+            "noise floor in use (training loss under it = fitting the noise)": ["Multiline", [_exact(NOISE_FLOOR)]],
             "norm growth exponent (d log|w| / d log step; 1 = grows like the step count)": [
                 "Multiline",
-                [GROWTH_EXPONENT],
+                [_exact(GROWTH_EXPONENT)],
             ],
-            "gap trend: loss per 1000 steps (above 0 = gap widening)": ["Multiline", [GAP_TREND]],
+            "gap trend: loss per 1000 steps (above 0 = gap widening)": ["Multiline", [_exact(GAP_TREND)]],
             "weight decay in effect (per optimizer param group)": ["Multiline", [f"{WEIGHT_DECAY}/.*"]],
         },
         f"{PREFIX} details": {
-            "norm change per check ((|w_t| - |w_prev|) / |w_prev|)": ["Multiline", [RELATIVE_GROWTH]],
-            "drift share (|w - w_best| / |w - w0|; above 0.2 = drifted)": ["Multiline", [DRIFT_SHARE]],
+            "norm change per check ((|w_t| - |w_prev|) / |w_prev|)": ["Multiline", [_exact(RELATIVE_GROWTH)]],
+            "drift share (|w - w_best| / |w - w0|; above 0.2 = drifted)": ["Multiline", [_exact(DRIFT_SHARE)]],
             "layer norms": ["Multiline", [f"{LAYER_NORM}/.*"]],
             "detector conditions (1 = held)": ["Multiline", [f"{CONDITION}/(?!streak$).*"]],
         },

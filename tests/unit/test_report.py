@@ -389,36 +389,56 @@ def test_custom_scalars_layout_first_charts_and_separate_axes() -> None:
     a Custom Scalars chart colours its lines by run, so each chart holds one quantity (train loss,
     validation loss and the floor in one chart looked alike)."""
     layout = tags.custom_scalars_layout()
-    main_charts = list(layout[tags.PREFIX].values())
-    assert [spec[1] for spec in main_charts[:5]] == [
+    every = [  # every tag a run can log, the noise floor's interval (an estimated floor) included
+        tags.TRAIN_LOSS,
+        tags.VAL_LOSS,
+        tags.GAP,
+        tags.TOTAL_NORM,
+        tags.NOISE_FLOOR,
+        f"{tags.NOISE_FLOOR}_low",
+        f"{tags.NOISE_FLOOR}_high",
+        tags.VAL_METRIC,
+        tags.GROWTH_EXPONENT,
+        tags.RELATIVE_GROWTH,
+        tags.GAP_TREND,
+        tags.DRIFT_SHARE,
+        tags.weight_decay_tag(0),
+        tags.weight_decay_tag(1),
+        tags.layer_tag("a.b"),
+        tags.layer_tag("c"),
+        tags.condition_tag("below_floor"),
+        tags.condition_tag("streak"),
+        tags.event_tag("stop"),
+    ]
+
+    def drawn(patterns: list[str]) -> list[str]:  # TensorBoard's custom_scalars plugin: re.match per tag
+        return [t for t in every if any(re.match(p, t) for p in patterns)]
+
+    charts = {title: drawn(spec[1]) for category in layout.values() for title, spec in category.items()}
+    main_titles = list(layout[tags.PREFIX])
+    assert [charts[t] for t in main_titles[:5]] == [
         [tags.TRAIN_LOSS],
         [tags.VAL_LOSS],
         [tags.GAP],
         [tags.TOTAL_NORM],
-        [tags.NOISE_FLOOR],
+        [tags.NOISE_FLOOR],  # not its interval's bounds: one line per run
     ]
     for category in layout.values():
-        for title, (_kind, chart_tags) in category.items():
-            assert len(chart_tags) == 1, title  # one quantity (one tag, or one family of tags) per chart
-    rates = {tags.GROWTH_EXPONENT, tags.RELATIVE_GROWTH, tags.GAP_TREND}
-    for category in layout.values():
-        for title, (kind, chart_tags) in category.items():
+        for title, (kind, patterns) in category.items():
             assert kind == "Multiline"
-            if rates & set(chart_tags):
-                assert len(chart_tags) == 1, title  # a rate has its chart to itself
-    trend_title = next(t for t, spec in layout[tags.PREFIX].items() if spec[1] == [tags.GAP_TREND])
+            assert len(patterns) == 1, title  # one quantity (one tag, or one family of tags) per chart
+            assert charts[title], title
+    families = {
+        "weight decay in effect (per optimizer param group)": [tags.weight_decay_tag(0), tags.weight_decay_tag(1)],
+        "layer norms": [tags.layer_tag("a.b"), tags.layer_tag("c")],
+        "detector conditions (1 = held)": [tags.condition_tag("below_floor")],  # the streak (0…n) is not 0/1
+    }
+    for title, drawn_tags in charts.items():
+        assert drawn_tags == families.get(title, drawn_tags[:1]), title  # the rest draw exactly one tag
+    rates = {tags.GROWTH_EXPONENT, tags.RELATIVE_GROWTH, tags.GAP_TREND}
+    assert all(sum(r in drawn_tags for r in rates) <= 1 for drawn_tags in charts.values())  # a rate alone
+    trend_title = next(t for t, drawn_tags in charts.items() if drawn_tags == [tags.GAP_TREND])
     assert "above 0 = gap widening" in trend_title and "per 1000 steps" in trend_title
-    # regular expressions (TensorBoard matches them): each chart names exactly its tags
-    candidates = [
-        *rates,
-        tags.condition_tag("below_floor"),
-        tags.condition_tag("streak"),
-        f"{tags.WEIGHT_DECAY}/group_0",
-        tags.layer_tag("a.b"),
-    ]
-    conditions = layout[f"{tags.PREFIX} details"]["detector conditions (1 = held)"][1]
-    matched = [t for t in candidates if any(re.match(p, t) for p in conditions)]
-    assert matched == [tags.condition_tag("below_floor")]  # the streak (0…n) is not on the 0/1 chart
 
 
 def test_event_text_shows_as_written_in_tensorboards_text_tab() -> None:
@@ -760,7 +780,9 @@ def test_x_axis_by_epoch_from_what_the_framework_logged(tmp_path: Path, capsys: 
     assert err.count("\n") == 1 and "'custom_loop' logged none" in err and "--x epoch" in err
 
 
-def hold_floor_run(log_dir: Path, optimizer: str = "adam", steps: int = 160) -> ng.NormGuard:
+def hold_floor_run(
+    log_dir: Path, optimizer: str = "adam", steps: int = 160
+) -> tuple[ng.NormGuard, torch.optim.Optimizer]:
     """The paper's linear setting with hold_floor: the training loss dips under the floor, the controller engages."""
     g = torch.Generator().manual_seed(0)
     n, d = 200, 300
@@ -783,7 +805,7 @@ def hold_floor_run(log_dir: Path, optimizer: str = "adam", steps: int = 160) -> 
             if step % 20 == 0:
                 with torch.no_grad():
                     guard.validation_end((model(xv).squeeze(-1) - yv).pow(2).mean())
-    return guard
+    return guard, opt
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
@@ -794,7 +816,7 @@ def test_hold_floor_writes_one_weight_decay_tag_per_group_and_draws_one_line(tmp
     pytest.importorskip("matplotlib")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    guard = hold_floor_run(tmp_path, optimizer)
+    guard, opt = hold_floor_run(tmp_path, optimizer)
     changes = [e for e in guard.events if e.kind is EventKind.WEIGHT_DECAY_CHANGED]
     assert len(changes) > 3
     acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
@@ -802,8 +824,10 @@ def test_hold_floor_writes_one_weight_decay_tag_per_group_and_draws_one_line(tmp
     decay_tags = [t for t in acc.Tags()["scalars"] if t.startswith(tags.WEIGHT_DECAY + "/")]
     assert decay_tags == [tags.weight_decay_tag(0)] == ["normguard/weight_decay/group_0"]
     logged = {e.step: e.value for e in acc.Scalars(decay_tags[0])}
-    lam = changes[-1].data["new"]
+    lam = guard.monitor.action.decays()["group_0"]  # the λ in effect at the end
     assert logged[max(logged)] == pytest.approx(lam, rel=1e-6) and lam > 0
+    if optimizer == "adam":  # the controller shrinks the weights itself: the optimizer's own decay stays 0
+        assert opt.param_groups[0]["weight_decay"] == 0.0
     run = report.load_runs(tmp_path)["."]
     engaged = run.engaged_steps()
     assert len(engaged) == 1 and engaged[0] == changes[0].step
