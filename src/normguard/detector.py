@@ -1,6 +1,6 @@
 """The near-interpolation detector: host floats in, verdicts out.
 
-Nothing here touches torch: the detector is fed plain floats once per check, so it can be
+The detector never touches torch: it is fed plain floats once per check, so it can be
 tested by scripted sequences and saved in a checkpoint as a plain dict. What it knows about
 the noise floor σ̂² (the lowest loss any model reaches on fresh data) is a :class:`NoiseFloor`:
 known (a number you give), estimated (from held-out predictions, with an interval), the
@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from normguard.noise_floor import label_noise_floor  # re-exported: it lived here before noise_floor.py
 from normguard.validation import check_int as _check_int
 from normguard.validation import check_number as _check_number
 
@@ -227,28 +228,6 @@ def _least_squares_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(
         (n >= 2) & (denominator > 0), (dx * dy).sum(axis=0) / np.where(denominator > 0, denominator, 1), np.nan
     )
-
-
-def label_noise_floor(noise_rate: float, num_classes: int) -> float:
-    """Cross-entropy noise floor for symmetric label noise at rate η over C classes.
-
-    The entropy of the noisy label given the clean one: the label is redrawn uniformly from
-    all C classes with probability η, so it keeps its class with probability 1 − η + η/C.
-
-    Example:
-        >>> round(label_noise_floor(0.3, 10), 4)
-        1.1765
-    """
-    if not 0.0 <= noise_rate < 1.0:
-        raise ValueError(f"Expected argument `noise_rate` to be in [0, 1) but got {noise_rate}.")
-    if int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(f"Expected argument `num_classes` to be an integer >= 2 but got {num_classes}.")
-    keep = 1.0 - noise_rate + noise_rate / num_classes
-    flip = noise_rate / num_classes
-    floor = -keep * math.log(keep)
-    if flip > 0:
-        floor -= (num_classes - 1) * flip * math.log(flip)
-    return floor if floor > 0 else 0.0  # never -0.0 (η = 0)
 
 
 def _finite(value: float | None) -> bool:
