@@ -6,8 +6,11 @@ except in CI (``CI`` set), where a missing toolchain is a failure.
 
 from __future__ import annotations
 
+import ast
 import doctest
+import importlib
 import importlib.util
+import inspect
 import os
 import re
 import subprocess
@@ -60,6 +63,67 @@ def test_every_nav_page_exists_and_no_internal_leftovers() -> None:
         text = path.read_text(encoding="utf-8")
         for leftover in ("THEORY.md", "DESIGN.md", "issue 11", "the main README"):
             assert leftover not in text, f"{path.relative_to(ROOT)} mentions {leftover!r}"
+
+
+#: callables whose keyword arguments a page's code may name: (module, attribute path)
+API = {
+    "NormGuard": ("normguard", "NormGuard"),
+    "NormGuardCallback": ("normguard.lightning", "NormGuardCallback"),
+    "NormGuardTrainerCallback": ("normguard.transformers", "NormGuardTrainerCallback"),
+    "add_normguard": ("normguard.transformers", "NormGuardTrainerCallback"),  # passes **options on
+    "validation_end": ("normguard", "NormGuard.validation_end"),
+    "NoiseFloorEstimator": ("normguard", "NoiseFloorEstimator"),
+    "label_noise_floor": ("normguard", "label_noise_floor"),
+    "estimate_noise_floor": ("normguard", "estimate_noise_floor"),
+    "HoldNoiseFloor": ("normguard", "HoldNoiseFloor"),
+    "RaiseWeightDecay": ("normguard", "RaiseWeightDecay"),
+    "StopTraining": ("normguard", "StopTraining"),
+    "Escalation": ("normguard", "Escalation"),
+    "model_pilot": ("normguard.science.pilot", "model_pilot"),
+}
+
+
+def _python_blocks() -> list[tuple[Path, str]]:
+    blocks = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for match in re.finditer(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.DOTALL):
+            blocks.append((path, match.group(1)))
+    return blocks
+
+
+def test_code_on_the_pages_names_the_api_as_it_is() -> None:
+    """Every python block parses, its normguard imports resolve, and its keywords exist (no drift)."""
+    pytest.importorskip("lightning")
+    pytest.importorskip("transformers")
+    problems = []
+    for path, code in _python_blocks():
+        where = path.relative_to(ROOT)
+        tree = ast.parse(code, filename=str(where))  # a syntax error fails here
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("normguard"):
+                module = importlib.import_module(node.module or "")
+                missing = [a.name for a in node.names if not hasattr(module, a.name)]
+                problems += [f"{where}: {node.module} has no {name}" for name in missing]
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "ng"
+                and not hasattr(importlib.import_module("normguard"), node.attr)
+            ):
+                problems.append(f"{where}: normguard has no {node.attr}")
+            if isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if name not in API:
+                    continue
+                module, path_ = API[name]
+                target: object = importlib.import_module(module)
+                for part in path_.split("."):
+                    target = getattr(target, part)
+                params = inspect.signature(target).parameters  # type: ignore[arg-type]
+                for kw in node.keywords:
+                    if kw.arg is not None and kw.arg not in params:
+                        problems.append(f"{where}: {name}() has no argument {kw.arg!r}")
+    assert not problems, "\n".join(problems)
 
 
 QUICKSTART = (
