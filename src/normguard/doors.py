@@ -75,7 +75,7 @@ def renamed(door: str, old: str, new: str, old_value: Any, new_value: Any, defau
         f"{door}(`{old}`=...) is renamed `{new}` (the same meaning in every normguard front door); "
         f"`{old}` will be removed in a future release.",
         FutureWarning,
-        stacklevel=4,
+        stacklevel=3,
     )
     return old_value
 
@@ -220,8 +220,9 @@ class DoorResults(GuardResults):
 
     @property
     def detector(self) -> NearInterpolationDetector:
-        """The detector in use (the configured one before the first fit)."""
+        """The detector in use (before the first fit: a copy of the configured one)."""
         if self.monitor is not None:
             return self.monitor.detector
-        detector: NearInterpolationDetector = self.options.detector
+        build = getattr(self.options, "build_detector", None)
+        detector: NearInterpolationDetector = build() if callable(build) else self.options.detector
         return detector

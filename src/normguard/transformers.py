@@ -127,7 +127,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
                 "NormGuardTrainerCallback(inflated_loss=...) is no longer used: the Trainer's logged loss is read as "
                 "it is; pass model_uses_num_items=False for a model that ignores num_items_in_batch.",
                 FutureWarning,
-                stacklevel=3,
+                stacklevel=2,
             )
         not_json = [k for k in ("action", "detector", "sinks") if not _is_json(options.get(k))]
         self._args = {  # what Hugging Face rebuilds this callback from (JSON only)

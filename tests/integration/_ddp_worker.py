@@ -61,7 +61,7 @@ def main(out_dir: str, action: str) -> None:
         chosen: Any = rank1_stops
     else:
         chosen = action
-    guard = NormGuardCallback(every_n_train_steps=5, noise_floor=1.0, action=chosen)
+    guard = NormGuardCallback(every_n_steps=5, noise_floor=1.0, action=chosen)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,

@@ -362,7 +362,7 @@ def hf_two_callbacks(
 
     guards = [
         NormGuardTrainerCallback(name=names[0], noise_floor=FLOOR, patience=2, action="weight_decay"),
-        NormGuardTrainerCallback(name=names[1], noise_floor=0.5, patience=5, action="weight_decay"),
+        NormGuardTrainerCallback(3, name=names[1], noise_floor=0.5, patience=5, action="weight_decay"),
     ]
     args = transformers.TrainingArguments(
         output_dir=str(out),
