@@ -53,6 +53,8 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from normguard.detector import Condition
+
 if TYPE_CHECKING:
     from normguard.detector import Verdict
     from normguard.norms import HostSnapshot
@@ -236,7 +238,8 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
     rows on a laptop screen), then the noise floor in use, the two rates the detector
     decides on and the weight decay in effect, each on its own axis (a rate never shares an
     axis with a level, nor two rates one axis). Category ``normguard details``: the norm
-    change per check, the drift share, the per-layer norms and the detector's conditions.
+    change per check, the drift share, the per-layer norms and one chart per detector
+    condition.
     Chart tags are regular expressions that TensorBoard matches at the start of a tag; each is
     anchored (``$``) so that it draws exactly its tags (``normguard/threshold/noise_floor``
     alone would also draw ``noise_floor_low``).
@@ -263,7 +266,7 @@ def custom_scalars_layout() -> dict[str, dict[str, list[Any]]]:
             "norm change per check ((|w_t| - |w_prev|) / |w_prev|)": ["Multiline", [_exact(RELATIVE_GROWTH)]],
             "drift share (|w - w_best| / |w - w0|; above 0.2 = drifted)": ["Multiline", [_exact(DRIFT_SHARE)]],
             "layer norms": ["Multiline", [f"{LAYER_NORM}/.*"]],
-            "detector conditions (1 = held)": ["Multiline", [f"{CONDITION}/(?!streak$).*"]],
+            **{f"condition {c.value} (1 = held)": ["Multiline", [_exact(condition_tag(c.value))]] for c in Condition},
         },
     }
 

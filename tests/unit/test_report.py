@@ -23,6 +23,7 @@ import torch
 import normguard as ng
 from normguard import report, tags
 from normguard.cli import main
+from normguard.detector import Condition
 from normguard.events import Event, EventKind
 from normguard.report import page as page_module
 from normguard.sinks import SummaryWriterSink, markdown_text
@@ -406,7 +407,7 @@ def test_custom_scalars_layout_first_charts_and_separate_axes() -> None:
         tags.weight_decay_tag(1),
         tags.layer_tag("a.b"),
         tags.layer_tag("c"),
-        tags.condition_tag("below_floor"),
+        *(tags.condition_tag(c.value) for c in Condition),
         tags.condition_tag("streak"),
         tags.event_tag("stop"),
     ]
@@ -431,8 +432,9 @@ def test_custom_scalars_layout_first_charts_and_separate_axes() -> None:
     families = {
         "weight decay in effect (per optimizer param group)": [tags.weight_decay_tag(0), tags.weight_decay_tag(1)],
         "layer norms": [tags.layer_tag("a.b"), tags.layer_tag("c")],
-        "detector conditions (1 = held)": [tags.condition_tag("below_floor")],  # the streak (0…n) is not 0/1
     }
+    assert charts["condition below_floor (1 = held)"] == [tags.condition_tag("below_floor")]
+    assert not any(tags.condition_tag("streak") in drawn_tags for drawn_tags in charts.values())  # 0…n, not 0/1
     for title, drawn_tags in charts.items():
         assert drawn_tags == families.get(title, drawn_tags[:1]), title  # the rest draw exactly one tag
     rates = {tags.GROWTH_EXPONENT, tags.RELATIVE_GROWTH, tags.GAP_TREND}
