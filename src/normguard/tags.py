@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from normguard.detector import Condition
 
@@ -161,7 +161,10 @@ def weight_decay_tag(group: int, optimizer: int = 0, n_optimizers: int = 1) -> s
     return f"{WEIGHT_DECAY}/{suffix}"
 
 
-def weight_decays_in_effect(values: Mapping[str, float]) -> dict[str, float]:
+_V = TypeVar("_V")
+
+
+def weight_decays_in_effect(values: Mapping[str, _V]) -> dict[str, _V]:
     """One weight decay per param group, by tag suffix: the decay in effect, whoever applies it.
 
     ``values`` maps tag suffixes under ``normguard/weight_decay/`` to values: the optimizers'
@@ -179,8 +182,8 @@ def weight_decays_in_effect(values: Mapping[str, float]) -> dict[str, float]:
         {'opt_0_group_0': 0.1, 'opt_1_group_0': 2.0}
     """
     several = any(k.startswith("opt_") for k in values)
-    out: dict[str, float] = {}
-    actions: dict[str, float] = {}
+    out: dict[str, _V] = {}
+    actions: dict[str, _V] = {}
     for key, value in values.items():
         match = _ACTION_DECAY.match(key)
         if match is None:
