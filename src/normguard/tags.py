@@ -17,12 +17,15 @@ tag                                                 value
 ``normguard/loss/val``                              validation loss
 ``normguard/norm/total``                            total ℓ2 norm of the measured weights
 ``normguard/threshold/noise_floor``                 the noise floor σ̂² in use (given or estimated)
+``normguard/threshold/noise_floor_low``, ``_high``  the bounds of an estimated floor's interval
 ``normguard/val_metric``                            the validation metric named by ``monitor``
 ``normguard/weight_decay/group_<i>``                the weight decay in effect in optimizer group i
                                                     (``opt_<k>_group_<i>`` with several optimizers):
                                                     an action's own λ where it applies the shrink
                                                     itself (``hold_floor`` under Adam or SGD), else
                                                     the group's ``weight_decay``
+``normguard/hold_floor/shrink_per_step/group_<i>``  lr · λ: the fraction of each weight
+                                                    ``hold_floor`` removes per step (same suffixes)
 ``normguard-growth/norm_growth_exponent``           d log‖w‖ / d log(step) over the recent window
 ``normguard-growth/norm_change_per_check``          (‖w_t‖ − ‖w_prev‖) / ‖w_prev‖ per check
 ``normguard-growth/gap_trend_per_1000_steps``       slope of the gap, loss units per 1000 steps
@@ -69,10 +72,14 @@ GROUPS = (PREFIX, GROWTH_GROUP, LAYERS_GROUP, TIMELINE_GROUP)
 TRAIN_LOSS = f"{PREFIX}/loss/train"
 VAL_LOSS = f"{PREFIX}/loss/val"
 NOISE_FLOOR = f"{PREFIX}/threshold/noise_floor"
+NOISE_FLOOR_LOW = f"{NOISE_FLOOR}_low"
+NOISE_FLOOR_HIGH = f"{NOISE_FLOOR}_high"
 TOTAL_NORM = f"{PREFIX}/norm/total"
 GAP = f"{PREFIX}/gap/value"
 VAL_METRIC = f"{PREFIX}/val_metric"
 WEIGHT_DECAY = f"{PREFIX}/weight_decay"
+#: ``hold_floor``'s per-step shrink lr · λ, per group (the suffixes of :func:`weight_decay_tag`)
+SHRINK_PER_STEP = f"{PREFIX}/hold_floor/shrink_per_step"
 GROWTH_EXPONENT = f"{GROWTH_GROUP}/norm_growth_exponent"
 RELATIVE_GROWTH = f"{GROWTH_GROUP}/norm_change_per_check"
 GAP_TREND = f"{GROWTH_GROUP}/gap_trend_per_1000_steps"
@@ -122,7 +129,10 @@ __all__ = [
     "LAYER_NORM",
     "LAYER_UPDATE_SIZE",
     "NOISE_FLOOR",
+    "NOISE_FLOOR_HIGH",
+    "NOISE_FLOOR_LOW",
     "RELATIVE_GROWTH",
+    "SHRINK_PER_STEP",
     "TIMELINE_GROUP",
     "TOTAL_NORM",
     "TRAIN_LOSS",
