@@ -27,17 +27,43 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BestWeights", "model_fingerprint"]
+__all__ = ["BestWeights", "model_fingerprint", "rekey_state"]
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_forward_module.")
+
+
+def _bare(key: str) -> str:
+    while key.startswith(_WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def rekey_state(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any] | None:
+    """``saved`` with its keys spelt as in ``current`` (a state saved from a ``torch.compile``d,
+    DDP-wrapped or Lightning-wrapped model loads into the bare model and the reverse), or None
+    when the two do not hold the same tensors.
+
+    Example:
+        >>> rekey_state({"_orig_mod.weight": 1}, {"weight": 0})
+        {'weight': 1}
+    """
+    by_bare = {_bare(k): k for k in current}
+    if len(by_bare) != len(current):
+        return None
+    out = {}
+    for key, value in saved.items():
+        target = by_bare.get(_bare(key))
+        if target is None or target in out:
+            return None
+        out[target] = value
+    return out if len(out) == len(current) else None
 
 
 def model_fingerprint(model: nn.Module) -> str:
     """A short hash of the model's state-dict keys and shapes (wrapper prefixes stripped)."""
     parts = []
     for key, value in model.state_dict().items():
-        while key.startswith(_WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
+        key = _bare(key)
         shape = tuple(value.shape) if isinstance(value, Tensor) else ()
         parts.append(f"{key}:{shape}")
     return hashlib.sha1(";".join(sorted(parts)).encode()).hexdigest()[:16]

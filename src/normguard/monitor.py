@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from normguard import tags
 from normguard.actions import ActionContext
-from normguard.best import BestWeights, model_fingerprint
+from normguard.best import BestWeights, model_fingerprint, rekey_state
 from normguard.detector import Verdict
 from normguard.events import Event, EventKind
 from normguard.losses import LossBuffer, LossWindow
@@ -89,7 +89,7 @@ class Monitor:
         self.model = model
         self.options = options
         self.optimizers = list(optimizers)
-        self.detector = options.resolved_detector
+        self.detector = options.build_detector()  # this guard's own copy: nothing shared with another guard
         self.engine = NormEngine(
             model,
             include_frozen=options.include_frozen,
@@ -101,7 +101,7 @@ class Monitor:
         )
         self.defer_restore = bool(defer_restore)
         self._check_optimizers()
-        self.action = options.resolved_action
+        self.action = options.build_action()
         self.sinks = [*sinks, *options.sinks]
         self.is_logging_rank = is_logging_rank
         self.fingerprint = model_fingerprint(model)
@@ -111,8 +111,8 @@ class Monitor:
         device = self.engine.device
         self._window = LossWindow(device, torch.float32 if device.type == "mps" else torch.float64)
         self._losses = LossBuffer(self._window, capacity=min(options.every_n_steps, 1024))
-        self.start_fresh()
         self.action.bind(self.optimizers)
+        self.start_fresh()
 
     def start_fresh(self) -> None:
         """Forget everything a previous run left (a new fit, not a resume)."""
@@ -130,11 +130,13 @@ class Monitor:
         needs_best = self.action.needs_best_weights
         self.best = BestWeights(self._best_weights_device, mode=self.options.mode) if needs_best else None
         self.divergence = DivergenceWatcher()
+        self._fired_while_holding = False  # the detector's firing was reported once while hold_floor acts
         self.nonfinite = NonFiniteWatcher()
         self._buffer: tuple[dict[str, float], list[Event]] = ({}, [])
         self._buffered_step: int | None = None
         self._losses.clear()
         self._window.reset()
+        self._floor_interval: tuple[float, float] | None = None
         self._val_sum = 0.0  # finite training losses since the last validation (host, from checks)
         self._val_count = 0.0
         self._window_start = 0
@@ -158,19 +160,44 @@ class Monitor:
     # ---------------------------------------------------------------- per step (hot path)
     def accumulate_loss(self, loss: Tensor) -> None:
         """Add one training loss (a real-valued tensor) to the window; no host synchronisation."""
+        if isinstance(loss, Tensor) and loss.device.type == "meta":
+            raise ValueError("Expected the training loss to hold a value but got a tensor on the 'meta' device.")
         self._losses.add(loss)
 
     # ---------------------------------------------------------------- per check
     def check(
-        self, step: int, val_loss: Tensor | float | None = None, val_metric: Tensor | float | None = None
+        self,
+        step: int,
+        val_loss: Tensor | float | None = None,
+        val_metric: Tensor | float | None = None,
+        floor_estimate: Any = None,
     ) -> Verdict:
-        """One check: compute → one transfer → watch → detect → act → sink."""
+        """One check: compute → one transfer → watch → detect → act → sink.
+
+        ``floor_estimate``: the latest estimate of the noise floor (a
+        :class:`~normguard.noise_floor.FloorEstimate`, at a validation) for ``noise_floor="estimate"``.
+        """
+        for name, value in (("val_loss", val_loss), ("val_metric", val_metric)):
+            if isinstance(value, Tensor) and value.device.type == "meta":
+                raise ValueError(f"Expected argument `{name}` to hold a value but got a tensor on the 'meta' device.")
+        if floor_estimate is not None:
+            self._take_floor_estimate(floor_estimate)
         host, reading = self._measure(step, val_loss, val_metric)
         self._watch(step, host, reading)
         verdict = self._detect(step, host, reading)
-        self._act(step, verdict)
+        self._act(step, verdict, reading)
         self._log_check(step, host, reading, verdict)
         return verdict
+
+    def _take_floor_estimate(self, estimate: Any) -> None:
+        value, low, high = (float(getattr(estimate, k)) for k in ("value", "low", "high"))
+        if not all(math.isfinite(v) for v in (value, low, high)):
+            return  # an estimate that failed (too few samples): the previous one stays in effect
+        setter = getattr(self.detector, "set_floor_estimate", None)
+        if setter is None:
+            raise ValueError("Expected a detector that takes floor estimates (noise_floor='estimate').")
+        setter(value, low, high)
+        self._floor_interval = (low, high)
 
     def _measure(
         self, step: int, val_loss: Tensor | float | None, val_metric: Tensor | float | None
@@ -210,7 +237,9 @@ class Monitor:
         for value in (reading.val_loss, reading.val_metric):
             if value is not None:
                 found += self.nonfinite.val_loss(step, value)
-        found += self.divergence.update(step, reading.train_loss)
+        holding = bool(getattr(self.action, "engaged", False))
+        floor = self.detector.current_floor() if holding else None
+        found += self.divergence.update(step, reading.train_loss, floor=floor)
         for event in found:
             self.emit(event)
         self._window_start = step
@@ -218,6 +247,8 @@ class Monitor:
     def _detect(self, step: int, host: HostSnapshot, reading: _Reading) -> Verdict:
         val = reading.val_loss if reading.val_loss is not None and math.isfinite(reading.val_loss) else None
         metric = reading.val_metric if reading.val_metric is not None and math.isfinite(reading.val_metric) else None
+        if self.options.monitor is not None and metric is None:
+            val = None  # the named metric is missing or not finite: this validation is not scored by anything else
         score = metric if self.options.monitor is not None else val
         if self.best is not None and score is not None:
             self.best.offer(self.model, score, step)
@@ -233,21 +264,27 @@ class Monitor:
         if val is not None and self.detector.improved:
             self.engine.mark_best()  # the reference of the next validations' drift
         self.verdicts.append(verdict)
-        if verdict.fired:
+        holding = bool(getattr(self.action, "engaged", False))
+        if verdict.fired and not (holding and self._fired_while_holding):
             self.emit(Event(step, EventKind.DETECTOR_FIRED, verdict.describe(), verdict.to_data()))
+            self._fired_while_holding = holding  # while hold_floor acts, the firing is reported once
         return verdict
 
-    def _act(self, step: int, verdict: Verdict) -> None:
-        if verdict.active or (verdict.decided and self.action.every_decision):
-            self.action(verdict, self._context(step))
+    def _act(self, step: int, verdict: Verdict, reading: _Reading | None = None) -> None:
+        context = self._context(step, reading)
+        # triggers at decided, active verdicts; controllers at every check, validation or not
+        if (verdict.active and verdict.decided) or self.action.every_decision:
+            self.action(verdict, context)
 
-    def _context(self, step: int) -> ActionContext:
+    def _context(self, step: int, reading: _Reading | None = None) -> ActionContext:
         return ActionContext(
             step=step,
             optimizers=self.optimizers,
             emit=self.emit,
             request_stop=lambda reason: self.request_stop(step, reason),
             restore_best=lambda: self.restore_best(step),
+            train_loss=None if reading is None else reading.train_loss,
+            noise_floor=self.detector.current_floor(),
         )
 
     # ---------------------------------------------------------------- stopping and restoring
@@ -346,20 +383,23 @@ class Monitor:
             val_loss=reading.val_loss,
             val_metric=reading.val_metric,
             log_layers=self.options.log_layers,
-            weight_decays={**self._weight_decays(), **self.action.scalars()}
-            if self.action.changes_weight_decay
-            else {},
+            weight_decays=self._weight_decays() if self.action.changes_weight_decay else {},
         )
+        values.update({f"{tags.PREFIX}/{key}": value for key, value in self.action.scalars().items()})
+        if self._floor_interval is not None and reading.val_loss is not None:
+            values[f"{tags.NOISE_FLOOR}_low"], values[f"{tags.NOISE_FLOOR}_high"] = self._floor_interval
         self._buffer_for(step)[0].update(values)
 
     def _weight_decays(self) -> dict[str, float]:
-        """Each optimizer group's weight decay, and the action's own (``hold_floor``'s λ)."""
-        out = dict(self.action.scalars())
+        """One value per group: the decoupled weight decay in effect, whoever applies it (the
+        optimizer's own ``weight_decay``, or ``hold_floor``'s λ where it applies the shrink itself)."""
+        out = {}
         for k, opt in enumerate(self.optimizers):
             for i, group in enumerate(opt.param_groups):
                 if "weight_decay" in group:
                     suffix = f"group_{i}" if len(self.optimizers) == 1 else f"opt_{k}_group_{i}"
                     out[suffix] = float(group["weight_decay"])
+        out.update(self.action.decays())
         return out
 
     def flush(self) -> None:
@@ -430,8 +470,11 @@ class Monitor:
         weights = best.get("state") if isinstance(best, dict) else None
         if weights is not None:
             current = self.model.state_dict()
-            if set(weights) != set(current) or any(tuple(weights[k].shape) != tuple(current[k].shape) for k in current):
+            matched = rekey_state(weights, current)  # a compiled or wrapped model's keys map to the bare model's
+            if matched is None or any(tuple(matched[k].shape) != tuple(current[k].shape) for k in current):
                 raise StateError("The best weights in this normguard state do not fit this model's state_dict.")
+            if matched.keys() != weights.keys():
+                state = {**state, "best": {**best, "state": matched}}
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

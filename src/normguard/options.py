@@ -2,12 +2,14 @@
 
 :class:`GuardOptions` is frozen and checked once, at construction, before any model is
 seen: a bad value raises at ``NormGuard(...)`` / ``NormGuardCallback(...)``, naming the
-argument. The action is resolved and the detector built here, so the front doors hold
-no configuration logic of their own.
+argument. It is a pure value: it holds what the user chose, never a live object. Each
+guard builds its own detector and action from it (:meth:`GuardOptions.build_detector`,
+:meth:`GuardOptions.build_action`); a detector or action object the user passes is a
+template that is copied, never mutated, so one object given to two guards shares nothing.
 
 Example:
     >>> opts = GuardOptions(every_n_steps=10, noise_floor=1.0, action=["weight_decay", "stop"])
-    >>> opts.action.describe(), opts.detector.patience
+    >>> opts.build_action().describe(), opts.build_detector().patience
     ('escalation(weight_decay -> stop)', 10)
     >>> GuardOptions(mode="max")
     Traceback (most recent call last):
@@ -24,6 +26,7 @@ own arguments) is spelled in the front door.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -69,7 +72,8 @@ class GuardOptions:
 
     Args:
         every_n_steps: optimizer steps between checks (one norm pass, one host transfer).
-        noise_floor: σ̂²: a float ≥ 0, ``"auto"`` (from validation) or ``None``.
+        noise_floor: σ̂²: a float ≥ 0 (known), ``"estimate"`` (estimated from the model's own
+            validation predictions), ``"auto"`` (legacy: the lowest validation loss) or ``None``.
         action: a name, an :class:`~normguard.actions.Action`, a callable or a list
             (see :mod:`normguard.actions`); ``None`` warns.
         patience: decisions in a row the signature must hold before firing (default 10, EarlyStopping's
@@ -111,6 +115,25 @@ class GuardOptions:
 
     def __post_init__(self) -> None:
         check_int(self.interval_name, self.every_n_steps, 1)
+        self.build_detector()  # checks noise_floor, patience and detector (the result is dropped)
+        check_name("monitor", self.monitor, optional=True)
+        check_choice("mode", self.mode, ("min", "max"))
+        if self.monitor is None and self.mode != "min":
+            raise ValueError(
+                "Expected argument `mode` to be 'min' when no validation metric is named (`monitor=None`) "
+                f"but got {self.mode!r}."
+            )
+        for name in ("include_frozen", "track_init_distance", "track_update_size", "log_layers"):
+            check_bool(name, getattr(self, name))
+        check_bool("best_weights_in_checkpoint", self.best_weights_in_checkpoint)
+        check_choice("offload", self.offload, ("cpu", "device"))
+        check_int("max_history", self.max_history, 1)
+        resolve_action(self.action)
+        check_sinks(self.sinks)
+
+    def build_detector(self) -> NearInterpolationDetector:
+        """A new detector for one guard: a copy of the ``detector`` given, or one built from
+        ``noise_floor`` and ``patience``; its ``mode`` follows this object's."""
         if self.detector is not None:
             if not isinstance(self.detector, NearInterpolationDetector):
                 raise TypeError(
@@ -122,27 +145,16 @@ class GuardOptions:
                     "Expected either argument `detector` or `noise_floor`/`patience`, not both: configure the "
                     "floor and patience on the detector."
                 )
-            detector = self.detector
+            detector = copy.deepcopy(self.detector)
         else:
             patience = DEFAULT_PATIENCE if self.patience is None else check_int("patience", self.patience, 1)
             detector = NearInterpolationDetector(noise_floor=self.noise_floor, patience=patience)
-            object.__setattr__(self, "noise_floor", detector.noise_floor)  # checked: a float, "auto" or None
-        check_name("monitor", self.monitor, optional=True)
-        check_choice("mode", self.mode, ("min", "max"))
-        if self.monitor is None and self.mode != "min":
-            raise ValueError(
-                "Expected argument `mode` to be 'min' when no validation metric is named (`monitor=None`) "
-                f"but got {self.mode!r}."
-            )
         detector.mode = self.mode
-        for name in ("include_frozen", "track_init_distance", "track_update_size", "log_layers"):
-            check_bool(name, getattr(self, name))
-        check_bool("best_weights_in_checkpoint", self.best_weights_in_checkpoint)
-        check_choice("offload", self.offload, ("cpu", "device"))
-        check_int("max_history", self.max_history, 1)
-        object.__setattr__(self, "detector", detector)
-        object.__setattr__(self, "action", resolve_action(self.action))
-        object.__setattr__(self, "sinks", tuple(check_sinks(self.sinks)))
+        return detector
+
+    def build_action(self) -> Action:
+        """A new, unbound action for one guard (an :class:`~normguard.actions.Action` given is copied)."""
+        return resolve_action(self.action).fresh()
 
     @classmethod
     def from_kwargs(
@@ -162,17 +174,13 @@ class GuardOptions:
                 close = difflib.get_close_matches(str(name), OPTION_NAMES, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}{hint}")
-        return cls(every_n_steps=every_n_steps, interval_name=interval_name, **options)
-
-    @property
-    def resolved_action(self) -> Action:
-        assert isinstance(self.action, Action)
-        return self.action
-
-    @property
-    def resolved_detector(self) -> NearInterpolationDetector:
-        assert self.detector is not None
-        return self.detector
+        values = dict(options)
+        if values.get("noise_floor") is not None and values.get("detector") is None:
+            # the checked value (a float, "auto" or "estimate"): numpy and 0-d tensor floors become plain floats
+            values["noise_floor"] = NearInterpolationDetector(noise_floor=values["noise_floor"]).noise_floor
+        if "sinks" in values:
+            values["sinks"] = tuple(check_sinks(values["sinks"]))
+        return cls(every_n_steps=every_n_steps, interval_name=interval_name, **values)
 
 
 InitT = TypeVar("InitT", bound=Callable[..., None])

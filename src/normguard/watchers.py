@@ -28,7 +28,12 @@ __all__ = ["DivergenceWatcher", "NonFiniteWatcher"]
 
 
 class DivergenceWatcher:
-    """Flags a training loss over ``factor`` × its best so far (and at least ``min_rise`` above it)."""
+    """Flags a training loss over ``factor`` × its best so far (and at least ``min_rise`` above it).
+
+    ``floor``: while a controller holds the training loss at a noise floor, the reference is
+    at least that floor: a loss the controller raises back towards the floor (from a best that
+    was memorisation) is not a divergence.
+    """
 
     def __init__(self, factor: float = 10.0, recover_factor: float = 2.0, min_rise: float = 1e-8) -> None:
         self.factor = check_number("factor", factor, low=1.0, low_open=True)
@@ -37,11 +42,12 @@ class DivergenceWatcher:
         self.best = math.inf
         self.diverging = False
 
-    def update(self, step: int, train_loss: float | None) -> list[Event]:
+    def update(self, step: int, train_loss: float | None, floor: float | None = None) -> list[Event]:
         if train_loss is None or not math.isfinite(train_loss):
             return []
         events = []
-        if train_loss > self.factor * self.best and train_loss - self.best > self.min_rise and not self.diverging:
+        reference = max(self.best, floor) if floor is not None and math.isfinite(floor) else self.best
+        if train_loss > self.factor * reference and train_loss - reference > self.min_rise and not self.diverging:
             self.diverging = True
             events.append(
                 Event(
@@ -51,7 +57,7 @@ class DivergenceWatcher:
                     {"train_loss": train_loss, "best": self.best},
                 )
             )
-        elif train_loss <= self.recover_factor * self.best:
+        elif train_loss <= self.recover_factor * reference:
             self.diverging = False
         self.best = min(self.best, train_loss)
         return events

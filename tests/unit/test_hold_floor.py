@@ -1,8 +1,7 @@
-"""HoldNoiseFloor: the controller on scripted losses, and the decoupled shrink on real optimizers."""
+"""HoldNoiseFloor: the controller on a scripted plant, its per-step bounds on real optimizers, and its state."""
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 import normguard as ng
-from normguard.actions import ActionContext, HoldNoiseFloor
+from normguard.actions import ActionContext, HoldNoiseFloor, NormGuardWarning
 from normguard.detector import Reason, Verdict
 from normguard.events import Event, EventKind
 from normguard.science.datasets import power_law_regression
@@ -19,12 +18,34 @@ from normguard.science.datasets import power_law_regression
 FLOOR = 1.0
 
 
-def verdict(step: int, train_loss: float, floor: float | None = FLOOR) -> Verdict:
-    return Verdict(step=step, reason=Reason.NOT_MET, train_loss=train_loss, noise_floor=floor)
+def verdict(step: int) -> Verdict:
+    return Verdict(step=step, reason=Reason.NOT_MET)
 
 
-def context(step: int, optimizers: list[torch.optim.Optimizer], events: list[Event]) -> ActionContext:
-    return ActionContext(step, optimizers, events.append, lambda reason: None, lambda: False)
+def context(
+    step: int, opts: list[torch.optim.Optimizer], events: list[Event], loss: float | None, floor: float | None = FLOOR
+) -> ActionContext:
+    return ActionContext(
+        step, opts, events.append, lambda reason: None, lambda: False, train_loss=loss, noise_floor=floor
+    )
+
+
+def decide(
+    hold: HoldNoiseFloor,
+    step: int,
+    opt: torch.optim.Optimizer,
+    loss: float | None,
+    events: list[Event] | None = None,
+    floor: float | None = FLOOR,
+) -> None:
+    hold(verdict(step), context(step, [opt], [] if events is None else events, loss, floor))
+
+
+def optimizer_steps(hold: HoldNoiseFloor, opt: torch.optim.Optimizer, n: int = 10) -> None:
+    """What the step pre-hook does at ``n`` optimizer steps (the weights themselves are not needed)."""
+    for _ in range(n):
+        if hold.engaged:
+            hold._apply(0, opt)
 
 
 def adamw(weight_decay: float = 0.01, lr: float = 1e-3) -> torch.optim.Optimizer:
@@ -33,112 +54,151 @@ def adamw(weight_decay: float = 0.01, lr: float = 1e-3) -> torch.optim.Optimizer
 
 
 class Plant:
-    """A training loss that rises with log λ: fitting below the floor at the user's decay,
-    at the floor around λ* = 0.3, with one decision of lag."""
+    """A training loss driven by a log-norm state w: fitting pushes w up at ``push`` per step, the
+    decoupled decay pulls it down at lr·λ per step, and the loss is F·exp(−(w − 1)): it starts
+    above the floor, crosses it when w reaches 1 and memorises below it unless λ holds it."""
 
-    def __init__(self) -> None:
-        self.previous = 0.0
+    def __init__(self, push: float = 0.004) -> None:
+        self.w, self.push = 0.0, push
 
-    def loss(self, decay: float) -> float:
-        current = FLOOR * (1.0 + 0.25 * math.log10(max(decay, 1e-6) / 0.3))
-        lagged, self.previous = self.previous, current
-        return lagged if lagged > 0 else current
+    def step(self, shrink: float) -> float:
+        self.w += self.push - 2.0 * shrink
+        return FLOOR * math.exp(-(self.w - 1.0))
 
 
-def run_plant(hold: HoldNoiseFloor, opt: torch.optim.Optimizer, decisions: int) -> tuple[list[float], list[float]]:
+def run_plant(every: int, steps: int = 3000, lr_at=lambda s: 1e-3, push: float = 0.004) -> dict[str, list[float]]:
+    """A real AdamW group whose lr follows ``lr_at``; the controller decides every ``every`` steps on the
+    mean loss since its previous decision (as a guard's check does)."""
+    opt = adamw(0.0, lr=lr_at(0))
+    hold = HoldNoiseFloor()
     hold.bind([opt])
-    plant, events = Plant(), []
-    decays, losses = [], []
-    for step in range(1, decisions + 1):
-        loss = plant.loss(opt.param_groups[0]["weight_decay"])
-        hold(verdict(step, loss), context(step, [opt], events))
-        decays.append(opt.param_groups[0]["weight_decay"])
-        losses.append(loss)
-    return decays, losses
+    plant, window = Plant(push), []
+    out: dict[str, list[float]] = {"loss": [], "lam": [], "shrink": [], "lr": []}
+    for step in range(1, steps + 1):
+        lr = lr_at(step)
+        opt.param_groups[0]["lr"] = lr
+        hold._apply(0, opt) if hold.engaged else None  # what the step pre-hook does before opt.step()
+        decay = opt.param_groups[0]["weight_decay"]
+        loss = plant.step(lr * decay)
+        window.append(loss)
+        if step % every == 0:
+            decide(hold, step, opt, sum(window) / len(window))
+            window = []
+        out["loss"].append(loss)
+        out["lam"].append(hold._groups[0].decay)
+        out["shrink"].append(lr * decay)
+        out["lr"].append(lr)
+    return out
 
 
-def test_converges_to_the_floor_without_oscillating() -> None:
+def tracking(losses: list[float]) -> tuple[float, float, float]:
+    ratio = np.convolve(np.asarray(losses) / FLOOR, np.ones(10) / 10, mode="valid")
+    first = int(np.argmax(ratio < 1.0))
+    after = ratio[first:]
+    return float((after < 0.9).mean()), float(after.min()), float(after.max())
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_holds_the_floor_without_overshoot_at_any_check_interval(every: int) -> None:
+    out = run_plant(every)
+    share_under, lowest, highest = tracking(out["loss"])
+    assert share_under <= 0.10 and lowest >= 0.8 and highest <= 1.3, (share_under, lowest, highest)
+    assert abs(out["loss"][-1] / FLOOR - 1) <= 0.1  # settled at the floor
+
+
+def test_same_behaviour_at_check_intervals_1_and_10() -> None:
+    every_step, every_ten = run_plant(1), run_plant(10)
+    assert np.mean(every_step["lam"][-500:]) == pytest.approx(np.mean(every_ten["lam"][-500:]), rel=0.3)
+    assert np.mean(every_step["loss"][-500:]) == pytest.approx(np.mean(every_ten["loss"][-500:]), rel=0.05)
+
+
+def test_rate_limit_is_per_optimizer_step() -> None:
+    for every in (1, 10):
+        out = run_plant(every)
+        lam = np.asarray(out["lam"])
+        engaged = int(np.argmax(lam > 0))
+        moves = np.abs(np.diff(np.log(lam[engaged:])))
+        assert moves.max() <= 0.03 * every + 1e-9  # max_rate per step since the previous decision
+
+
+def test_follows_a_cosine_schedule_with_warm_restarts_and_caps_every_step() -> None:
+    def lr_at(step: int) -> float:  # restarts every 700 steps, from 1e-3 down to 1e-5
+        phase = (step % 700) / 700
+        return 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * phase))
+
+    out = run_plant(10, steps=3500, lr_at=lr_at, push=0.002)
+    assert max(out["shrink"]) <= 0.1 + 1e-12  # lr·λ ≤ max_shrink at every step, restarts included
+    assert all(math.isfinite(v) for v in out["lam"])
+
+
+def test_waits_for_the_crossing_and_needs_a_floor() -> None:
     opt = adamw(0.01)
-    decays, losses = run_plant(HoldNoiseFloor(), opt, 60)
-    assert losses[0] < FLOOR  # starts fitting below the floor
-    assert abs(losses[-1] / FLOOR - 1) <= 0.1
-    changes = [b / a for a, b in itertools.pairwise(decays) if b != a]
-    assert changes and max(changes) <= 1.5 + 1e-9 and min(changes) >= 1 / 1.5 - 1e-9  # rate-limited
-    direction_flips = sum(1 for x, y in itertools.pairwise(changes) if (x > 1) != (y > 1))
-    assert direction_flips <= 2  # settles; no hunting around the floor
+    hold = HoldNoiseFloor()
+    hold.bind([opt])
+    events: list[Event] = []
+    decide(hold, 10, opt, 2.0, events)
+    decide(hold, 20, opt, 0.5, events, floor=None)
+    assert not hold.engaged and opt.param_groups[0]["weight_decay"] == 0.01 and not events
+    decide(hold, 30, opt, 0.5, events)
+    assert hold.engaged and events[0].data["engaged"] and not events[0].data["predicted"]
+
+
+def test_engages_on_a_predicted_crossing() -> None:
+    opt = adamw(0.0)
+    hold = HoldNoiseFloor(horizon=100)
+    hold.bind([opt])
+    events: list[Event] = []
+    for step, loss in zip(range(10, 60, 10), (1.5, 1.4, 1.3, 1.2, 1.12)):  # falling ~0.7 % per step
+        decide(hold, step, opt, loss, events)
+    assert hold.engaged and events[-1].data["predicted"] and events[-1].data["train_loss"] > FLOOR
 
 
 def test_bounds_user_decay_below_and_max_shrink_above() -> None:
     opt = adamw(0.01, lr=1e-2)
     hold = HoldNoiseFloor(max_shrink=0.01)
     hold.bind([opt])
-    events: list[Event] = []
-    for step in range(1, 40):  # far below the floor all the time: λ climbs to its ceiling
-        hold(verdict(step, 0.01), context(step, [opt], events))
-    assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.01 / 1e-2)  # lr·λ = max_shrink
-    for step in range(40, 120):  # far above: back down to the user's own 0.01, never below
-        hold(verdict(step, 5.0), context(step, [opt], events))
-    assert opt.param_groups[0]["weight_decay"] == pytest.approx(0.01)
-    assert all(e.kind is EventKind.WEIGHT_DECAY_CHANGED for e in events)
+    for step in range(10, 4000, 10):  # far below the floor: λ climbs to its ceiling
+        decide(hold, step, opt, 0.01)
+        optimizer_steps(hold, opt)
+    assert hold.decays()["group_0"] == pytest.approx(0.01 / 1e-2)  # lr·λ = max_shrink
+    for step in range(4000, 8000, 10):  # far above: back down to the user's own 0.01, never below
+        decide(hold, step, opt, 5.0)
+        optimizer_steps(hold, opt)
+    assert hold.decays()["group_0"] == pytest.approx(0.01)
 
 
-def test_waits_for_the_first_crossing_and_needs_a_floor() -> None:
-    opt = adamw(0.01)
+def test_the_users_decay_stands_above_the_cap() -> None:  # D13
+    opt = adamw(0.5, lr=0.5)
+    hold = HoldNoiseFloor()  # max_shrink / lr = 0.2 < the user's 0.5
+    hold.bind([opt])
+    for step in range(10, 500, 10):
+        decide(hold, step, opt, 0.2)
+        optimizer_steps(hold, opt)
+    assert opt.param_groups[0]["weight_decay"] == 0.5
+
+
+def test_a_group_at_lr_zero_is_neither_shrunk_nor_wound_up() -> None:  # D4
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.0)
     hold = HoldNoiseFloor()
     hold.bind([opt])
-    events: list[Event] = []
-    hold(verdict(1, 2.0), context(1, [opt], events))
-    hold(verdict(2, 0.5, floor=None), context(2, [opt], events))
-    assert not hold.engaged and opt.param_groups[0]["weight_decay"] == 0.01 and not events
-    hold(verdict(3, 0.5), context(3, [opt], events))
-    assert hold.engaged and opt.param_groups[0]["weight_decay"] == pytest.approx(0.015)
-
-
-def test_cooldown_spaces_the_changes() -> None:
-    opt = adamw(0.01)
-    hold = HoldNoiseFloor(cooldown=2)
-    hold.bind([opt])
-    changed_at = []
-    for step in range(1, 11):
-        before = opt.param_groups[0]["weight_decay"]
-        hold(verdict(step, 0.5), context(step, [opt], []))
-        if opt.param_groups[0]["weight_decay"] != before:
-            changed_at.append(step)
-    assert changed_at == [1, 4, 7, 10]
+    for step in range(10, 3000, 10):
+        decide(hold, step, opt, 0.1)
+        model(torch.randn(8, 4)).sum().backward()
+        opt.step()
+    assert torch.isfinite(model.weight).all() and hold._groups[0].decay < 1e3
 
 
 def test_deadband_leaves_lambda_alone_near_the_floor() -> None:
     opt = adamw(0.01)
     hold = HoldNoiseFloor(deadband=0.05)
     hold.bind([opt])
-    hold(verdict(1, 0.5), context(1, [opt], []))
-    after_engage = opt.param_groups[0]["weight_decay"]
-    for step, loss in enumerate((0.97, 1.03, 0.98, 1.04), start=2):
-        hold(verdict(step, loss), context(step, [opt], []))
-    assert opt.param_groups[0]["weight_decay"] == after_engage
-
-
-def test_resume_mid_run_is_identical() -> None:
-    full_opt = adamw(0.01)
-    full, _ = run_plant(HoldNoiseFloor(cooldown=1), full_opt, 30)
-    first_opt = adamw(0.01)
-    first = HoldNoiseFloor(cooldown=1)
-    decays, _ = run_plant(first, first_opt, 12)
-    state, group_decay = first.state_dict(), first_opt.param_groups[0]["weight_decay"]
-    resumed_opt = adamw(0.01)
-    resumed_opt.param_groups[0]["weight_decay"] = group_decay  # restored with the optimizer's state
-    resumed = HoldNoiseFloor(cooldown=1)
-    resumed.bind([resumed_opt])
-    resumed.load_state_dict(state)
-    plant = Plant()
-    for step in range(1, 13):  # replay the plant's lag to the same point
-        plant.loss(decays[step - 1])
-    rest = []
-    for step in range(13, 31):
-        loss = plant.loss(resumed_opt.param_groups[0]["weight_decay"])
-        resumed(verdict(step, loss), context(step, [resumed_opt], []))
-        rest.append(resumed_opt.param_groups[0]["weight_decay"])
-    assert decays + rest == pytest.approx(full)
+    decide(hold, 10, opt, 0.5)
+    after_engage = hold._groups[0].decay
+    for step, loss in zip(range(20, 60, 10), (0.97, 1.03, 0.98, 1.04)):
+        decide(hold, step, opt, loss)
+    assert hold._groups[0].decay == after_engage
 
 
 def test_groups_at_zero_decay_are_left_alone_when_others_decay() -> None:
@@ -149,21 +209,37 @@ def test_groups_at_zero_decay_are_left_alone_when_others_decay() -> None:
     )
     hold = HoldNoiseFloor()
     hold.bind([opt])
-    for step in range(1, 6):
-        hold(verdict(step, 0.3), context(step, [opt], []))
+    for step in range(10, 200, 10):
+        decide(hold, step, opt, 0.3)
+        optimizer_steps(hold, opt)
     assert opt.param_groups[0]["weight_decay"] > 0.01 and opt.param_groups[1]["weight_decay"] == 0.0
 
 
-def shrink_run(make_opt, hold_decay: float | None, steps: int = 20) -> torch.Tensor:
+def test_a_group_added_later_follows_the_rule_and_is_reported() -> None:  # D14
+    torch.manual_seed(0)
+    first, second = nn.Linear(4, 4), nn.Linear(4, 2)
+    opt = torch.optim.AdamW(first.parameters(), lr=1e-3, weight_decay=0.01)
+    hold = HoldNoiseFloor()
+    hold.bind([opt])
+    events: list[Event] = []
+    decide(hold, 10, opt, 0.3, events)
+    opt.add_param_group({"params": list(second.parameters()), "weight_decay": 0.05})
+    decide(hold, 20, opt, 0.3, events)
+    added = [e for e in events if "added_groups" in e.data]
+    assert added and added[0].data["regularised"] == [1] and {g.index for g in hold._groups} == {0, 1}
+
+
+def shrink_run(make_opt, hold_decay: float | None, steps: int = 20, scaler: bool = False) -> torch.Tensor:
     torch.manual_seed(0)
     model = nn.Linear(6, 3)
     x, y = torch.randn(32, 6), torch.randn(32, 3)
     opt = make_opt(model.parameters())
     hold = None
     if hold_decay is not None:
-        hold = HoldNoiseFloor(initial=hold_decay, max_factor=1.0001, gain=1e-9, max_shrink=0.5)
+        hold = HoldNoiseFloor(max_shrink=0.5)
         hold.bind([opt])
-        hold(verdict(0, 0.1), context(0, [opt], []))  # engage: λ = initial (a change of 1e-9 is nothing)
+        hold.engaged = True
+        hold._groups[0].decay = hold_decay
     for _ in range(steps):
         loss = (model(x) - y).pow(2).mean()
         opt.zero_grad()
@@ -195,6 +271,69 @@ def test_decoupled_shrink_is_applied_on_sgd() -> None:
     assert torch.allclose(with_hold, expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_step_the_grad_scaler_skips_is_not_shrunk(fused: bool) -> None:  # D5
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, fused=fused)
+    scaler = torch.amp.GradScaler("cpu")
+    hold = HoldNoiseFloor()
+    hold.bind([opt])
+    hold.engaged, hold._groups[0].decay = True, 1.0
+    before = model.weight.detach().clone()
+    loss = model(torch.full((2, 4), float("inf"))).sum()  # inf gradients: the scaler skips this step
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.equal(model.weight.detach(), before)
+    opt.zero_grad()
+    scaler.scale(model(torch.randn(2, 4)).sum()).backward()
+    scaler.step(opt)  # a finite step: shrunk and updated
+    assert not torch.equal(model.weight.detach(), before)
+
+
+def test_a_second_controller_on_the_same_optimizer_takes_over() -> None:  # D15
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first, second = HoldNoiseFloor(), HoldNoiseFloor()
+    first.bind([opt])
+    with pytest.warns(NormGuardWarning, match="detached"):
+        second.bind([opt])
+    assert not first._hooks and len(opt._optimizer_step_pre_hooks) == 1
+
+
+def test_old_arguments_name_their_replacement() -> None:
+    with pytest.raises(TypeError, match="max_factor.*max_rate"):
+        HoldNoiseFloor(max_factor=1.5)
+    with pytest.raises(ValueError, match="`initial_shrink`"):
+        HoldNoiseFloor(initial_shrink=0.5, max_shrink=0.1)
+
+
+def test_state_round_trip_continues_identically() -> None:
+    def drive(hold: HoldNoiseFloor, opt: torch.optim.Optimizer, steps: range, plant: Plant) -> list[float]:
+        out = []
+        for step in steps:
+            hold._apply(0, opt) if hold.engaged else None
+            loss = plant.step(opt.param_groups[0]["lr"] * opt.param_groups[0]["weight_decay"])
+            if step % 10 == 0:
+                decide(hold, step, opt, loss)
+            out.append(hold._groups[0].decay)
+        return out
+
+    full_opt, full = adamw(0.0), HoldNoiseFloor()
+    full.bind([full_opt])
+    whole = drive(full, full_opt, range(1, 1501), Plant())
+    first_opt, first, plant = adamw(0.0), HoldNoiseFloor(), Plant()
+    first.bind([first_opt])
+    head = drive(first, first_opt, range(1, 751), plant)
+    resumed_opt, resumed = adamw(0.0), HoldNoiseFloor()
+    resumed.bind([resumed_opt])
+    resumed.load_state_dict(first.state_dict())
+    tail = drive(resumed, resumed_opt, range(751, 1501), plant)
+    assert head + tail == pytest.approx(whole)
+
+
 def test_hold_floor_in_a_plain_loop_keeps_training_near_the_floor() -> None:
     data = power_law_regression(200, 1.5, seed=0)
     torch.manual_seed(0)
@@ -220,6 +359,7 @@ def test_hold_floor_in_a_plain_loop_keeps_training_near_the_floor() -> None:
     late = [v.train_loss for v in guard.verdicts[-10:] if v.train_loss is not None]
     assert min(late) > 0.5  # held near the floor instead of memorising towards 0
     assert not guard.should_stop
+    assert not [e for e in guard.events if e.kind is EventKind.DIVERGING_LOSS]
 
 
 @pytest.mark.parametrize(
@@ -238,7 +378,7 @@ def test_restore_at_the_end_follows_the_setting(setting: bool | str, engaged: bo
     hold.bind([opt])
     assert hold.needs_best_weights is (setting is not False)
     events: list[Event] = []
-    hold(verdict(10, 0.5 if engaged else 1.5), context(10, [opt], events))
+    decide(hold, 10, opt, 0.5 if engaged else 1.5, events)
     assert hold.engaged is engaged
     calls: list[int] = []
     hold.on_train_end(ActionContext(20, [opt], events.append, lambda reason: None, lambda: calls.append(20) or True))

@@ -143,9 +143,9 @@ def test_transformers_callback_state_args_are_unchanged() -> None:
 def test_noise_floor_is_checked_once_and_kept_as_a_float() -> None:
     # a floor computed from tensors (e.g. a measured noise variance) is read as its number, so the
     # options stay plain data (the Hugging Face callback writes them to trainer_state.json)
-    opts = GuardOptions(every_n_steps=10, noise_floor=torch.tensor(0.5))
-    assert type(opts.noise_floor) is float and opts.noise_floor == opts.resolved_detector.noise_floor == 0.5
+    opts = GuardOptions.from_kwargs("NormGuard", {"noise_floor": torch.tensor(0.5)}, every_n_steps=10)
+    assert type(opts.noise_floor) is float and opts.noise_floor == opts.build_detector().noise_floor == 0.5
     assert GuardOptions(every_n_steps=10, noise_floor="auto").noise_floor == "auto"
-    for bad in (-1.0, "estimate", float("nan"), torch.tensor([0.5])):
+    for bad in (-1.0, "guess", float("nan"), torch.tensor([0.5])):
         with pytest.raises(ValueError, match="`noise_floor`"):
             GuardOptions(every_n_steps=10, noise_floor=bad)
