@@ -191,7 +191,7 @@ class Monitor:
 
     def _take_floor_estimate(self, estimate: Any) -> None:
         value, low, high = (float(getattr(estimate, k)) for k in ("value", "low", "high"))
-        if not all(math.isfinite(v) for v in (value, low, high)):
+        if not (math.isfinite(value) and math.isfinite(low)) or math.isnan(high):
             return  # an estimate that failed (too few samples): the previous one stays in effect
         setter = getattr(self.detector, "set_floor_estimate", None)
         if setter is None:
