@@ -451,6 +451,7 @@ def test_hf_noise_floor_metrics_on_an_eval_prediction() -> None:
         hf_noise_floor_metrics(logits.numpy())
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_the_estimator_loads_neither_torchmetrics_nor_scipy() -> None:
     code = "import sys, normguard.noise_floor; print(sorted({'torchmetrics', 'scipy'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
