@@ -294,13 +294,13 @@ class NormGuardCallback(DoorResults, Callback):
             if trainer.world_size > 1:  # one value on every rank, so every rank decides alike
                 value = trainer.strategy.reduce(value.to(trainer.strategy.root_device), reduce_op="mean")
             values.append(value)
+        estimate = None
+        if self._floor_metric is not None:  # each validation run's estimate stands alone
+            estimate = None if stale else _as_estimate(self._floor_metric.compute(), self._floor_metric)
+            self._floor_metric.reset()
         if stale:  # not logged in this validation run: not a new validation
             log.debug("normguard: %s not logged afresh at step %d: validation not counted", stale, trainer.global_step)
             return
-        estimate = None
-        if self._floor_metric is not None:
-            estimate = _as_estimate(self._floor_metric.compute())
-            self._floor_metric.reset()
         self._check(trainer, trainer.global_step, val_loss=values[0], val_metric=values[1], estimate=estimate)
 
     def _check(
@@ -400,11 +400,12 @@ def _find_floor_metric(pl_module: pl.LightningModule) -> Any:
     return found[0]
 
 
-def _as_estimate(value: Any) -> Any:
+def _as_estimate(value: Any, metric: Any) -> Any:
     """A ``FloorEstimate`` from what ``NoiseFloorMetric.compute()`` returns (the estimate, or a dict of tensors)."""
     if isinstance(value, dict):
         from normguard.noise_floor import FloorEstimate
 
         numbers = {k: float(v) for k, v in value.items() if k in ("value", "low", "high")}
-        return FloorEstimate(**numbers, n=int(value.get("n", 0)), kind=str(value.get("kind", "classification")))
+        kind = value.get("kind", getattr(metric, "kind", None)) or "classification"
+        return FloorEstimate(**numbers, n=int(value.get("n", 0)), kind=str(kind))
     return value

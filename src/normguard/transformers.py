@@ -151,6 +151,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
         self._scales = (1.0, 1.0)  # multiply the logged training / evaluation losses
         self._device = torch.device("cpu")
         self._run: tuple[str, TrainerState] | None = None
+        self._tb_sinks: list[SummaryWriterSink] = []  # writing into the TensorBoardCallback's writer
 
     # ------------------------------------------------------------------ state (ExportableState)
     def state(self) -> dict[str, Any]:
@@ -227,7 +228,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
             self.monitor.action.unbind()
         self._device = torch.device(args.device)
         self._run = (os.path.abspath(str(args.output_dir)), state)  # the TrainerState counts on in place
-        sinks = self._tensorboard() if state.is_world_process_zero else []
+        self._tb_sinks = sinks = self._tensorboard() if state.is_world_process_zero else []
         self.monitor = Monitor(
             model,
             [optimizer],
@@ -334,15 +335,8 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
             )
 
     # ------------------------------------------------------------------ loop events
-    def on_log(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict[str, float] | None = None,
-        **kw: Any,
-    ) -> None:
-        value = (logs or {}).get("loss")
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        value = (kw.get("logs") or {}).get("loss")
         if not self._training or self.monitor is None or not isinstance(value, (int, float)):
             return
         device = self.monitor.engine.device
@@ -353,14 +347,8 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
             self._last_check_step = state.global_step
             self._check(control, state.global_step)
 
-    def on_evaluate(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        metrics: dict[str, float] | None = None,
-        **kw: Any,
-    ) -> None:
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any) -> None:
+        metrics = kw.get("metrics")
         if not self._training or self.monitor is None or self.val_loss is None or metrics is None:
             return  # evaluate() outside train(): no decision
         prefix = next((k[: -len("_runtime")] for k in metrics if k.endswith("_runtime")), None)
@@ -443,13 +431,10 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
         normguard writes last goes to a writer of its own in the same run directory."""
         from torch.utils.tensorboard import SummaryWriter
 
-        assert self.monitor is not None
         callbacks = [] if self.trainer is None else self.trainer.callback_handler.callbacks
         own = []
-        for sink in self.monitor.sinks:
-            if isinstance(sink, SummaryWriterSink) and not any(
-                getattr(c, "tb_writer", 0) is sink.writer for c in callbacks
-            ):
+        for sink in self._tb_sinks:
+            if not any(getattr(c, "tb_writer", 0) is sink.writer for c in callbacks):
                 sink.writer = SummaryWriter(log_dir=sink.writer.log_dir, filename_suffix=".normguard")
                 own.append(sink.writer)
         return own
