@@ -38,6 +38,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -259,6 +260,65 @@ def suite_table() -> str:
         label = f"{task}, {' / '.join(levels)}"
         out.append([label, *(" / ".join(cells.get((task, arm), ["–"])) for arm in SUITE_ARMS)])
     return _markdown_table(["task (test metric), noise", *SUITE_ARMS.values()], out)
+
+
+SUITE2 = ROOT / "benchmarks" / "RESULTS_suite2.md"
+
+
+def suite2_rows() -> list[dict[str, str]]:
+    """The first table of benchmarks/RESULTS_suite2.md (grid 2: known and estimated floors), one dict per row."""
+    if not SUITE2.is_file():
+        raise LookupError(f"{SUITE2.relative_to(ROOT)} does not exist yet: run python benchmarks/suite.py --grid 2")
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for line in SUITE2.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("|"):
+            if header is not None and rows:
+                break
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set("".join(cells)) <= set("-: "):
+            rows.append(dict(zip(header, cells)))
+    if not rows:
+        raise LookupError(f"{SUITE2.relative_to(ROOT)} has no table")
+    return rows
+
+
+def _delta(cell: str) -> float | None:
+    """The leading signed number of a cell such as ``+1.0 (+0.5, +2.1)``; None for ``–``."""
+    match = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", cell)
+    return float(match.group(1)) if match else None
+
+
+def suite2_summary_table() -> str:
+    """Grid 2 in a few rows: per noise kind, the median [range] over cells of each arm's gain."""
+    rows = suite2_rows()
+    columns = {
+        "estimate − ES": "`hold_floor`, estimated floor − EarlyStopping",
+        "known − ES": "`hold_floor`, known floor − EarlyStopping",
+        "estimate − none": "`hold_floor`, estimated floor − no normguard",
+    }
+    kinds: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        kinds.setdefault(row["noise"], []).append(row)
+    out = []
+    for kind, group in kinds.items():
+        cells = [kind, str(len(group))]
+        for column in columns:
+            values = sorted(v for r in group if (v := _delta(r.get(column, "–"))) is not None)
+            cells.append(f"{statistics.median(values):+.1f} [{values[0]:+.1f}, {values[-1]:+.1f}]" if values else "–")
+        out.append(cells)
+    return _markdown_table(["noise", "cells", *columns.values()], out)
+
+
+def suite2_table() -> str:
+    """Grid 2's test table (medians per cell) with the columns a reader compares."""
+    keep = ["task", "noise", "opt", "floor", "none", "early_stopping", "hold_known", "hold_estimate"]
+    titles = ["task", "noise", "optimizer", "true floor", "no normguard", "EarlyStopping + best",
+              "`hold_floor`, known floor", "`hold_floor`, estimated floor"]  # fmt: skip
+    return _markdown_table(titles, [[row.get(k, "–") for k in keep] for row in suite2_rows()])
 
 
 def paper_mlp_table() -> str:
