@@ -126,6 +126,15 @@ def test_code_on_the_pages_names_the_api_as_it_is() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_readme_links_resolve() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)\s#]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if not re.match(r"^[a-z]+:", t)]
+    assert local, "README.md links no file"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing
+
+
 QUICKSTART = (
     'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e ".[dev]" '
     "&& normguard demo",
