@@ -30,6 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
+from normguard.events import Event
 from normguard.report.figure import (
     COLUMN_WIDTH_IN,
     DPI,
@@ -74,3 +78,30 @@ __all__ = [
     "report_html",
     "summarize",
 ]
+
+
+def _logged_event(step: int, kind: str, message: str, data: dict[str, Any] | None = None) -> Event:
+    """``LoggedEvent(step, kind, message, data)`` of normguard before 0.2: now an :class:`~normguard.Event`."""
+    return Event.from_dict({"step": step, "kind": kind, "message": message, "data": data or {}})
+
+
+def __getattr__(name: str) -> Any:
+    """``LoggedEvent`` (deprecated): the report reads back the one event type, :class:`normguard.Event`.
+
+    Example:
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True):
+        ...     warnings.simplefilter("always")
+        ...     from normguard.report import LoggedEvent
+        ...     LoggedEvent(3, "stop", "stopping").line()
+        'step 3 [stop] stopping'
+    """
+    if name == "LoggedEvent":
+        warnings.warn(
+            "normguard.report.LoggedEvent is deprecated: the report reads back normguard.Event "
+            "(build one with Event.from_dict({'step': ..., 'kind': ..., 'message': ...}))",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _logged_event
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
