@@ -32,19 +32,34 @@ Unknown noise
     it back. The interval is a bootstrap over examples (200 resamples by default, vectorised,
     one fixed seed: the same data give the same interval): the resamples' 2.5 / 97.5 %
     percentiles, shifted by the estimate minus their median (resamples repeat examples, which
-    pulls their floors low). On synthetic logits it covered the true floor in 13–14 of 15 data
-    sets of 500–2000 examples (``tests/unit/test_noise_floor.py``).
+    pulls their floors low). On synthetic logits (well-separated, labels corrupted by a known
+    matrix) it held the true floor in 12–14 of 15 data sets of 500–2000 examples per noise kind.
 
     Regression: σ̂² = the mean squared validation residual, with a normal-approximation (central
     limit) interval on the mean of the per-sample squared residuals.
 
 How far to trust the estimate
     Both estimates read the noise through the model. Errors of the model on examples whose label
-    is right look like label noise, so a weak model (early in training, or one that has started
-    to memorise and lost accuracy on held-out data) gives a floor that is too high; the
-    classification estimate then falls as the model improves. The regression estimate is the
-    validation MSE itself, σ² plus the model's own squared error, never below σ² on average.
-    ``benchmarks/RESULTS_noise_floor.md`` measures both against the truth through training.
+    is right look like label noise, so a weak model gives a floor that is too high: early in
+    training, and again, by a few percent, once the model has started to memorise and lost
+    accuracy on held-out data. On an MLP trained on 8x8 digits (797 validation images, 3 seeds,
+    ``benchmarks/RESULTS_noise_floor.md``) the estimate after the first epoch was 16–130 % above
+    the true floor (0.25–0.72 nats on clean labels); the estimate taken at the epoch of the best
+    validation loss was within −6 % to +3 % (median) of it for symmetric noise of 15–40 % under
+    both definitions, 4–10 % high for pairs of classes flipped at 15–40 %, and 0.01–0.02 nats on
+    clean labels. A guard should use the estimate from its best validation so far, not the
+    latest one, and none from the first epochs. The interval reflects the sampling of the
+    validation set only, not the model's bias. The regression estimate is the validation MSE
+    itself, σ² plus the model's own squared error: never below σ² on average, and as far above
+    it as the model is from the truth (11 % to 48 % at the best validation in the same benchmark).
+
+Cost
+    Classification keeps N x C outputs (on their device, until the estimate) and the bootstrap
+    makes 200 passes over them on the CPU, vectorised. Measured on one thread of a shared, busy
+    2-core machine: 0.25 s for 1000 examples of 10 classes, 2 s for 10 000 x 10, 5 s for
+    50 000 x 10, 20 s for 10 000 x 100 (``num_bootstrap`` trades the interval's precision for
+    time; 0 skips it). It is meant for classifiers with up to a few hundred classes, not for
+    language-model vocabularies.
 
 Example:
     >>> round(label_noise_floor(0.3, 10), 4)
