@@ -44,7 +44,7 @@ def digits(eta: float, seed: int) -> tuple[torch.Tensor, ...]:
     return x[:n_train], noisy[:n_train], x[n_train:1500], noisy[n_train:1500], x[1500:], y[1500:]
 
 
-def run(setup: str, eta: float, seed: int, epochs: int, every: int) -> dict:
+def run(setup: str, eta: float, seed: int, epochs: int, every: int, floor_mode: str = "known") -> dict:
     x, y, xv, yv, xt, yt = digits(eta, seed)
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
@@ -64,7 +64,10 @@ def run(setup: str, eta: float, seed: int, epochs: int, every: int) -> dict:
     losses: list[float] = []
     lam: list[float] = []
     gen = torch.Generator().manual_seed(seed)
-    guard = ng.NormGuard(model, opt, every_n_steps=every, noise_floor=floor, action="hold_floor")
+    setting = floor if floor_mode == "known" else "estimate"
+    guard = ng.NormGuard(model, opt, every_n_steps=every, noise_floor=setting, action="hold_floor")
+    estimator = ng.NoiseFloorEstimator() if floor_mode == "estimate" else None
+    estimates = []
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=gen).split(batch):
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
@@ -78,22 +81,41 @@ def run(setup: str, eta: float, seed: int, epochs: int, every: int) -> dict:
             decays = guard.monitor.action.decays()
             lam.append(next(iter(decays.values())) if decays else 0.0)
         with torch.no_grad():
-            guard.validation_end(nn.functional.cross_entropy(model(xv), yv))
+            logits = model(xv)
+            if estimator is not None:
+                estimator.update(logits, yv)
+            guard.validation_end(nn.functional.cross_entropy(logits, yv), noise_estimate=estimator)
+        if estimator is not None:
+            estimates.append(guard.detector.current_floor())
     guard.close()
     with torch.no_grad():
         test = float((model(xt).argmax(1) == yt).float().mean() * 100)
     smooth = np.convolve(losses, np.ones(SMOOTH) / SMOOTH, mode="valid")
     engaged = [e.step for e in guard.events if e.data.get("engaged")]
-    out = {"setup": setup, "eta": eta, "seed": seed, "every": every, "floor": floor, "test_acc": test,
-           "engaged_at": engaged[0] if engaged else None, "lambda_max": max(lam), "lambda_end": lam[-1],
-           "events": len(guard.events)}
+    out = {
+        "setup": setup,
+        "floor_mode": floor_mode,
+        "eta": eta,
+        "seed": seed,
+        "every": every,
+        "floor": floor,
+        "test_acc": test,
+        "estimate_end": estimates[-1] if estimates else None,
+        "engaged_at": engaged[0] if engaged else None,
+        "lambda_max": max(lam),
+        "lambda_end": lam[-1],
+        "events": len(guard.events),
+    }
     if engaged:
         start = max(0, engaged[0] - SMOOTH)
         ratio = smooth[start:] / floor
         crossed = np.nonzero(ratio < 1.0)[0]
-        after = ratio[crossed[0]:] if len(crossed) else ratio
-        out.update(share_under_09=float((ratio < 0.9).mean()), min_ratio=float(ratio.min()),
-                   max_ratio_after_cross=float(after.max()) if len(crossed) else None)
+        after = ratio[crossed[0] :] if len(crossed) else ratio
+        out.update(
+            share_under_09=float((ratio < 0.9).mean()),
+            min_ratio=float(ratio.min()),
+            max_ratio_after_cross=float(after.max()) if len(crossed) else None,
+        )
     return out
 
 
@@ -104,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--etas", type=float, nargs="+", default=[0.2, 0.4])
     parser.add_argument("--every", type=int, nargs="+", default=[5, 38])
     parser.add_argument("--setups", nargs="+", default=["adamw", "sgd_cosine"])
+    parser.add_argument("--floor", nargs="+", default=["known"], choices=["known", "estimate"])
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     rows = []
@@ -111,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     for setup in args.setups:
         for eta in args.etas:
             for every in args.every:
-                for seed in range(args.seeds):
-                    r = run(setup, eta, seed, args.epochs, every)
-                    rows.append(r)
-                    print(json.dumps(r), flush=True)
+                for floor_mode in args.floor:
+                    for seed in range(args.seeds):
+                        r = run(setup, eta, seed, args.epochs, every, floor_mode)
+                        rows.append(r)
+                        print(json.dumps(r), flush=True)
     print(f"# {len(rows)} runs in {time.time() - t0:.0f} s", file=sys.stderr)
     if args.out:
         with open(args.out, "w") as f:

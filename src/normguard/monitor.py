@@ -127,6 +127,7 @@ class Monitor:
         self._ending = False
         self._restore_veto: str | None = None
         self.last_host: HostSnapshot | None = None
+        self.restored_norms: dict[str, float] | None = None  # measured after a restore, until the next check
         needs_best = self.action.needs_best_weights
         self.best = BestWeights(self._best_weights_device, mode=self.options.mode) if needs_best else None
         self.divergence = DivergenceWatcher()
@@ -210,6 +211,7 @@ class Monitor:
                 extras.append(torch.as_tensor(value).detach().reshape(1))
         host, values = snapshot.to_host(*extras)  # the one device→host transfer of this check
         self.last_host = host
+        self.restored_norms = None
         self._window.reset()
         total, count, seen, first_bad = values[:4]
         rest = iter(values[4:])
@@ -315,6 +317,7 @@ class Monitor:
             self.emit(Event(step, EventKind.RESTORE_SKIPPED, "no validation seen yet: nothing to restore"))
             return False
         self.best.restore(self.model)
+        self.restored_norms = self.engine.measure_host()  # last_norms() shows the restored weights
         what = self.options.monitor or "validation loss"
         self.emit(
             Event(
@@ -387,7 +390,7 @@ class Monitor:
         )
         values.update({f"{tags.PREFIX}/{key}": value for key, value in self.action.scalars().items()})
         if self._floor_interval is not None and reading.val_loss is not None:
-            values[f"{tags.NOISE_FLOOR}_low"], values[f"{tags.NOISE_FLOOR}_high"] = self._floor_interval
+            values[tags.NOISE_FLOOR_LOW], values[tags.NOISE_FLOOR_HIGH] = self._floor_interval
         self._buffer_for(step)[0].update(values)
 
     def _weight_decays(self) -> dict[str, float]:
@@ -527,7 +530,11 @@ class GuardResults:
         return [] if self.monitor is None else list(self.monitor.verdicts)
 
     def last_norms(self) -> dict[str, float]:
-        """Per-layer norms of the latest check (host floats), plus ``"total"``."""
+        """Per-layer norms of the latest check (host floats), plus ``"total"``; after a restore of
+        the best weights, the norms of the restored weights."""
+        if self.monitor is not None and self.monitor.restored_norms is not None:
+            norms = self.monitor.restored_norms
+            return {**norms, "total": math.sqrt(sum(v * v for v in norms.values()))}
         host = None if self.monitor is None else self.monitor.last_host
         if host is None:
             return {}

@@ -588,6 +588,13 @@ class NormEngine:
             self._plan = _Plan(self._groups())
         return self._plan
 
+    def measure_host(self) -> dict[str, float]:
+        """Per-layer norms now, measured wide and moved to the host (one transfer; outside the hot
+        path, e.g. after the weights were restored). Tracking state is left as it is."""
+        with torch.no_grad():
+            plan = self._refresh()
+            return dict(zip(plan.layer_names, _reduce(plan, plan.tensors(), wide=True).tolist()))
+
     def compute(self, drift: bool = False) -> NormSnapshot:
         """One norm pass; results stay on the device, no host synchronisation.
 

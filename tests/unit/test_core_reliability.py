@@ -133,3 +133,16 @@ def test_hold_floor_raising_the_loss_is_not_divergence_and_a_firing_is_reported_
     assert kinds.count(EventKind.DETECTOR_FIRED) <= 1
     late = [v.train_loss for v in guard.verdicts[-20:] if v.train_loss is not None and not math.isnan(v.train_loss)]
     assert min(late) > 0.2  # pulled back up from memorising (about 0.0 at step 100), at the max_shrink cap
+
+
+def test_last_norms_after_a_restore_are_those_of_the_restored_weights() -> None:
+    model, opt = model_and_opt()
+    guard = ng.NormGuard(model, opt, every_n_steps=5, noise_floor=1.0, action="stop")
+    train(guard, model, opt, 10)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0)  # the weights move on after the best validation
+    guard.step((model(torch.randn(4, 4)) ** 2).mean())
+    assert guard.monitor.restore_best(guard.global_step)
+    expected = float(torch.sqrt(sum((p.detach() ** 2).sum() for p in model.parameters())))
+    assert guard.last_norms()["total"] == pytest.approx(expected, rel=1e-5)
