@@ -14,6 +14,9 @@ The same training runs twice from the same seed:
 * ``guarded``: ``NormGuardTrainerCallback(noise_floor=..., action="stop")`` stops at the
   signature and, when training ends, restores the weights of the best validation loss.
 
+The script prints its summary only: the Trainer's own log lines (a dict per logging step)
+are switched off by removing its ``PrinterCallback``; normguard's log lines say when it acts.
+
 Run::
 
     python examples/hf_trainer.py                     # about a minute on one CPU core
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 import time
 import warnings
@@ -33,7 +37,7 @@ from typing import Any
 
 import torch
 import transformers
-from transformers import Trainer, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from normguard.demos import tiny_bert
 from normguard.detector import label_noise_floor
@@ -75,7 +79,8 @@ def run(name: str, out_dir: str, epochs: int, log_dir: str | None, guard: NormGu
         save_strategy="no",
         report_to=["tensorboard"] if log_dir else [],
         use_cpu=True,
-        disable_tqdm=True,
+        disable_tqdm=True,  # no progress bar: the Trainer then prints its logs through a PrinterCallback ...
+        log_level="error",
         seed=0,
     )
     if log_dir:  # read by the TensorBoardCallback the Trainer builds (transformers 5)
@@ -88,6 +93,8 @@ def run(name: str, out_dir: str, epochs: int, log_dir: str | None, guard: NormGu
         compute_metrics=accuracy,
         callbacks=[guard] if guard is not None else [],
     )
+    trainer.remove_callback(PrinterCallback)  # ... which goes: this script prints a summary, not a dict per log
+    print(f"training {name} ({epochs} epochs) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
@@ -134,6 +141,8 @@ def main() -> None:
     print("\nwhat normguard did:")
     for event in guard.events:
         print(f"  {event.line()}")
+    if not guard.events:
+        print("  nothing: the signature did not appear (train longer: --epochs)")
     print("(test: 1024 sequences with clean labels; the guarded model holds the weights it restored)")
 
 

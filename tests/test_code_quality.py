@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,15 +16,19 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the dev extra")
+HAS_RUFF = importlib.util.find_spec("ruff") is not None
+CHECKED = ("src", "tests", "examples", "benchmarks", "tools", ".ci")
+
+
+@pytest.mark.skipif(not HAS_RUFF, reason="ruff is in the dev extra")
 def test_ruff_lint_is_clean() -> None:
-    proc = run("ruff", "check", "src", "tests", "examples", "benchmarks")
+    proc = run(sys.executable, "-m", "ruff", "check", *CHECKED)
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 
-@pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the dev extra")
+@pytest.mark.skipif(not HAS_RUFF, reason="ruff is in the dev extra")
 def test_ruff_format_is_clean() -> None:
-    proc = run("ruff", "format", "--check", "src", "tests", "examples", "benchmarks")
+    proc = run(sys.executable, "-m", "ruff", "format", "--check", *CHECKED)
     assert proc.returncode == 0, proc.stdout[-4000:]
 
 

@@ -57,7 +57,7 @@ def tiny_bert(
         from transformers import BertConfig, BertForSequenceClassification
     except ImportError as exc:
         raise ImportError(
-            "normguard.demos.tiny_bert needs Hugging Face transformers: pip install transformers"
+            "normguard.demos.tiny_bert needs Hugging Face transformers: pip install 'normguard[transformers]'"
         ) from exc
     if seed is not None:
         torch.manual_seed(seed)

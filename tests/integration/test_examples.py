@@ -1,4 +1,4 @@
-"""The paper-reproduction examples run end to end (subprocesses) and print sane numbers."""
+"""The examples run end to end (subprocesses) and print sane numbers, and only their summaries."""
 
 from __future__ import annotations
 
@@ -74,3 +74,18 @@ def test_paper_mlp_tiny(tmp_path: Path) -> None:
         assert r["mean_test_error"] is not None and r["mean_test_error"] > 1.0  # σ² = 1 is the floor
         assert all(any(row) for row in r["reached_tau"])  # every size reached τ in some seed
     assert set(results["findings"]) >= {"exponent_larger_for_larger_alpha_depth1", "deeper_smaller_exponent_2.5"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_hf_example_prints_its_summary_not_the_trainer_logs() -> None:
+    pytest.importorskip("transformers")
+    proc = _run("hf_trainer.py", "--epochs", "2", timeout=540)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("noise floor (entropy of 20% label noise over 2 classes): 0.500")
+    assert [line.split()[0] for line in lines[2:4]] == ["unguarded", "guarded"]
+    assert lines[-1].startswith("(test: 1024 sequences with clean labels")
+    # no dict of the Trainer's (it printed one per logging step and evaluation: {'loss': ..., 'epoch': ...})
+    assert "{'" not in proc.stdout + proc.stderr and "'epoch'" not in proc.stdout + proc.stderr
+    assert len(lines) < 20
