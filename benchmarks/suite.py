@@ -62,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--arms", default=None)
-    parser.add_argument("--shard", default="0/1", help="grid 2: run only jobs i, i+n, ... of the list (i/n)")
+    parser.add_argument("--shard", default="0/1", help="grid 2: run only shard i of n (i/n; see grid2.shard)")
+    parser.add_argument(
+        "--reverse", action="store_true", help="grid 2: take the shard's jobs last first (a second runner)"
+    )
     parser.add_argument("--force", action="store_true", help="re-run even when a saved result exists")
     parser.add_argument("--findings", action="store_true", help="rebuild the tables of suite/FINDINGS.md")
     parser.add_argument("--no-write", action="store_true", help="leave RESULTS.md untouched")
@@ -183,7 +186,8 @@ def main_grid2(args: argparse.Namespace) -> int:
     index, count = (int(v) for v in args.shard.split("/"))
     skipped: dict[str, str] = {}
     if not args.no_run:
-        for job in grid2.shard(grid2.jobs(tasks, args.seeds, arms), index, count):
+        todo = grid2.shard(grid2.jobs(tasks, args.seeds, arms), index, count)
+        for job in reversed(todo) if args.reverse else todo:
             if job.arm in skipped:
                 continue
             try:
