@@ -79,6 +79,8 @@ class ActionContext:
     train_loss: float | None = None
     #: the noise floor in effect at this check (known, or the latest estimate; None when unknown)
     noise_floor: float | None = None
+    #: whether a controller may engage now (False on an estimated floor while validation still improves)
+    may_engage: bool = True
 
 
 class Action:
@@ -321,7 +323,9 @@ class HoldNoiseFloor(Action):
       or is heading there, negative when above it or rising through it (the look-ahead is
       what keeps λ from overshooting: it stops raising λ once the loss has turned up);
     * it engages at the first check where L < F or the trend predicts the crossing within
-      ``horizon`` steps, starting each group at lr · λ = ``initial_shrink``;
+      ``horizon`` steps, starting each group at lr · λ = ``initial_shrink`` (on an estimated
+      floor, not while the validation score still improves: the guard passes
+      ``ActionContext.may_engage``);
     * |e| ≤ log(1 + ``deadband``): λ is left alone;
     * otherwise log λ moves by ``max_rate`` · clip(e / ``full_error``, ±1) at each of the next
       ``move_steps`` optimizer steps. The rate is per step, so how often validation runs does
@@ -559,7 +563,7 @@ class HoldNoiseFloor(Action):
         error = now + max(-self.full_error, min(self.full_error, -slope * self.horizon))
         deadband = math.log1p(self.deadband)
         if not self.engaged:
-            if loss >= floor and error <= deadband:
+            if (loss >= floor and error <= deadband) or not context.may_engage:
                 return
             self._engage(context, loss, floor, predicted=loss >= floor)
         # the rate of log λ per optimizer step until the next check (applied step by step by the hook)

@@ -611,6 +611,21 @@ class NearInterpolationDetector:
         the lowest validation loss once validation has stopped improving (``"auto"``) or None."""
         return self._floor.in_effect(self._validation_floor())
 
+    def held_floor(self) -> tuple[float | None, bool]:
+        """(the level a controller holds the training loss at, whether it may engage now).
+
+        The floor in effect; an estimate is capped at the lowest validation loss seen (no model
+        does better than the floor on fresh data), and a controller does not engage on an
+        estimate while the validation score still improves (the estimate is high early in
+        training, when the model is still learning the signal).
+        """
+        floor = self.current_floor()
+        if self._floor.kind is not FloorKind.ESTIMATED or floor is None:
+            return floor, True
+        if self._validations:
+            floor = min(floor, self._best_val)
+        return floor, not self.improved
+
     def _validation_floor(self) -> float | None:
         """The ``"auto"`` floor: the lowest validation loss, once validation has failed to improve."""
         return self._best_val if self._validations and self._since_best >= 1 else None

@@ -279,6 +279,7 @@ class Monitor:
             self.action(verdict, context)
 
     def _context(self, step: int, reading: _Reading | None = None) -> ActionContext:
+        floor, may_engage = self.detector.held_floor()
         return ActionContext(
             step=step,
             optimizers=self.optimizers,
@@ -286,7 +287,8 @@ class Monitor:
             request_stop=lambda reason: self.request_stop(step, reason),
             restore_best=lambda: self.restore_best(step),
             train_loss=None if reading is None else reading.train_loss,
-            noise_floor=self.detector.current_floor(),
+            noise_floor=floor,
+            may_engage=may_engage,
         )
 
     # ---------------------------------------------------------------- stopping and restoring

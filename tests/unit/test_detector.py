@@ -641,3 +641,18 @@ def test_estimates_at_any_time_keep_the_invariants_and_a_zero_interval_never_fir
     resumed = NearInterpolationDetector(noise_floor="estimate", patience=patience, floor_patience=patience, window=4)
     resumed.load_state_dict(det.state_dict())
     assert resumed.state_dict() == det.state_dict() and resumed.floor == det.floor
+
+
+def test_held_floor_waits_for_a_stall_on_an_estimate_and_is_capped_by_validation() -> None:
+    det = NearInterpolationDetector(noise_floor="estimate")
+    assert det.held_floor() == (None, True)
+    det.set_floor_estimate(0.9, 0.8, 1.0)
+    det.update(10, total_norm=1.0, train_loss=1.2, val_loss=1.1)  # improving
+    assert det.held_floor() == (0.9, False)
+    det.update(20, total_norm=1.0, train_loss=0.9, val_loss=0.85)  # improving, below the estimate
+    assert det.held_floor() == (0.85, False)  # capped at the lowest validation loss
+    det.update(30, total_norm=1.0, train_loss=0.7, val_loss=0.95)  # stalled
+    assert det.held_floor() == (0.85, True)
+    known = NearInterpolationDetector(noise_floor=0.5)
+    known.update(10, total_norm=1.0, train_loss=1.2, val_loss=1.1)
+    assert known.held_floor() == (0.5, True)
