@@ -3,8 +3,10 @@
 :func:`progress` returns a bar that draws with ``tqdm`` when it is installed and with a
 one-line built-in bar otherwise (tqdm is not a dependency of normguard). A bar is drawn
 only when it is wanted: ``enabled=True`` draws it, ``False`` never does, and ``None`` (the
-default everywhere) draws it when stderr is a terminal, so logs, pipes, CI and tests stay
-clean. The environment variable ``NORMGUARD_PROGRESS=0`` turns every bar off.
+default everywhere) draws it when stderr is a terminal or the code runs in a Jupyter
+notebook, so logs, pipes, CI and tests stay clean. The environment variable
+``NORMGUARD_PROGRESS`` overrides that default: ``0`` turns every bar off (even
+``enabled=True``), ``1`` turns on the bars left to the default.
 
 Example:
     >>> import io
@@ -42,9 +44,11 @@ __all__ = ["Progress", "progress", "progress_enabled"]
 
 
 def progress_enabled(enabled: bool | None, file: IO[str] | None = None) -> bool:
-    """Whether a bar is drawn: ``enabled`` if given, else whether ``file`` (stderr) is a terminal.
+    """Whether a bar is drawn: ``enabled`` if given, else whether ``file`` (stderr) is a terminal
+    or a Jupyter notebook runs the code.
 
-    ``NORMGUARD_PROGRESS=0`` in the environment turns bars off whatever ``enabled`` says.
+    ``NORMGUARD_PROGRESS=0`` in the environment turns bars off whatever ``enabled`` says;
+    ``NORMGUARD_PROGRESS=1`` turns them on where ``enabled`` is ``None``.
 
     Example:
         >>> import io
@@ -53,16 +57,27 @@ def progress_enabled(enabled: bool | None, file: IO[str] | None = None) -> bool:
     """
     if enabled is not None:
         check_bool("progress", enabled)
-    if os.environ.get("NORMGUARD_PROGRESS", "").strip() == "0":
+    switch = os.environ.get("NORMGUARD_PROGRESS", "").strip()
+    if switch == "0":
         return False
     if enabled is not None:
         return bool(enabled)
+    if switch == "1" or _in_notebook():
+        return True
     stream = sys.stderr if file is None else file
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty()) if callable(isatty) else False
     except (OSError, ValueError):  # a closed or detached stream
         return False
+
+
+def _in_notebook() -> bool:
+    """Whether a Jupyter kernel runs this code (its stderr is no terminal, yet shows a bar)."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    shell = get() if callable(get) else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _duration(seconds: float) -> str:
@@ -125,7 +140,14 @@ class Progress:
                 # without a total: the label and the elapsed time (a count of nothing says nothing)
                 fmt = None if total is not None else "{desc} [{elapsed} elapsed]"
                 self._tqdm = tqdm(
-                    total=total, desc=desc, unit=unit, file=self.file, leave=False, dynamic_ncols=True, bar_format=fmt
+                    total=total,
+                    desc=desc,
+                    unit=unit,
+                    file=self.file,
+                    leave=False,
+                    dynamic_ncols=True,
+                    bar_format=fmt,
+                    mininterval=min_interval,
                 )
         if self.enabled and tick is not None:
             self._ticker = threading.Thread(target=self._tick, args=(float(tick),), name="normguard-progress")
@@ -235,7 +257,7 @@ def progress(
         file: where to draw (default ``sys.stderr``).
         use_tqdm: ``None`` tqdm if installed else the built-in bar; ``False`` always the
             built-in bar; ``True`` tqdm (``ImportError`` without it).
-        min_interval: seconds between two redraws of the built-in bar.
+        min_interval: seconds between two redraws (tqdm's ``mininterval``).
         tick: if given, redraw every ``tick`` seconds from a background thread (for a long
             step that reports nothing itself: the elapsed time keeps moving).
     """

@@ -145,3 +145,26 @@ def test_pilot_with_one_seed_has_no_interval(files, capsys):
     assert "95% interval n/a (needs --seeds >= 2)" in out
     assert run_json(capsys, argv)["exponent_ci"] is None
     assert main([*argv[:-1], "0"]) == 2 and "seeds" in capsys.readouterr().err
+
+
+def test_progress_bars_on_stderr_only_when_wanted(files, capsys, monkeypatch):
+    """A bar on stderr when asked for (NORMGUARD_PROGRESS=1 stands in for a terminal); none with
+    --no-progress or when stderr is not a terminal; stdout (the JSON) the same either way."""
+    pilot = ["pilot", str(files / "digits.npz"), "--tau", "0.05", "--sizes", "20", "30", "45", "--seeds", "2", "--json"]
+    spectrum = ["spectrum", str(files / "digits.npz"), "--bootstrap", "20", "--json"]
+    monkeypatch.delenv("NORMGUARD_PROGRESS", raising=False)
+    outs = {}
+    for argv, label in ((pilot, "linear pilot n=45 (6/6)"), (spectrum, "normguard spectrum: alpha of 1797 x 64")):
+        assert main(argv) == 0
+        quiet = capsys.readouterr()
+        assert quiet.err == ""
+        monkeypatch.setenv("NORMGUARD_PROGRESS", "1")
+        assert main(argv) == 0
+        shown = capsys.readouterr()
+        assert label in shown.err
+        assert shown.out == quiet.out
+        assert main([*argv, "--no-progress"]) == 0
+        assert capsys.readouterr().err == ""
+        monkeypatch.delenv("NORMGUARD_PROGRESS")
+        outs[argv[0]] = json.loads(quiet.out)
+    assert outs["pilot"]["sizes"] == [20, 30, 45]

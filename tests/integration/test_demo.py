@@ -34,3 +34,18 @@ def test_demo_json_has_the_four_runs_and_normguard_acts(tmp_path: Path, capsys: 
 def test_demo_refuses_bad_arguments(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     assert main(["demo", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_demo_shows_one_progress_bar_over_the_four_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NORMGUARD_PROGRESS", "1")  # stands in for a terminal
+    assert main(["demo", "--n", "40", "--steps", "40", "--out-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    for i, name in enumerate(("none", "early_stopping", "stop", "hold_floor"), start=1):
+        assert f"normguard demo: {name} ({i}/4)" in captured.err
+    assert "/160 " in captured.err  # one bar over the four runs' steps (4 x 40)
+    assert "normguard demo" not in captured.out.split("\n", 1)[1]  # the table on stdout has no bar in it
+    monkeypatch.setenv("NORMGUARD_PROGRESS", "0")
+    assert main(["demo", "--n", "40", "--steps", "40", "--out-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""

@@ -70,7 +70,9 @@ def test_enabled_and_the_environment_switch(monkeypatch: pytest.MonkeyPatch) -> 
     assert progress_enabled(True, io.StringIO())
     assert not progress_enabled(False, Terminal())
     assert progress_enabled(None, Terminal())
-    monkeypatch.setenv("NORMGUARD_PROGRESS", "0")
+    monkeypatch.setenv("NORMGUARD_PROGRESS", "1")  # on where left to the default, not against False
+    assert progress_enabled(None, io.StringIO()) and not progress_enabled(False, Terminal())
+    monkeypatch.setenv("NORMGUARD_PROGRESS", "0")  # off everywhere
     assert not progress_enabled(True, Terminal())
     screen = Terminal()
     with progress(3, "x", file=screen) as bar:
