@@ -164,7 +164,8 @@ class NormGuardCallback(DoorResults, Callback):
     # ------------------------------------------------------------------ setup
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        same = [c for c in trainer.callbacks if isinstance(c, NormGuardCallback) and c.state_key == self.state_key]
+        callbacks = getattr(trainer, "callbacks", [])  # a Trainer property mypy does not see
+        same = [c for c in callbacks if isinstance(c, NormGuardCallback) and c.state_key == self.state_key]
         if len(same) > 1:
             raise ValueError(
                 f"Expected each NormGuardCallback to have a unique `state_key` but {len(same)} share "
@@ -194,7 +195,7 @@ class NormGuardCallback(DoorResults, Callback):
             is_logging_rank=logging_rank,
         )
         self._last_seen = {}
-        self._missing: dict[str, tuple[str, list[str]]] = {}  # watched metrics absent at a validation
+        self._missing = {}  # watched metrics absent at a validation
         state, self._pending_state = self._pending_state, None
         if state is not None:  # resumed from a checkpoint
             self._apply_state(state)

@@ -183,7 +183,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
     def _saved(self, state: TrainerState) -> dict[str, Any] | None:
         """This callback's latest state in ``state.stateful_callbacks`` (Hugging Face appends an
         entry per save when a class has several instances: the last one with this name)."""
-        entries = (state.stateful_callbacks or {}).get(type(self).__name__)
+        entries = _stateful(state).get(type(self).__name__)
         for entry in reversed(entries if isinstance(entries, list) else [entries]):
             if isinstance(entry, dict) and (entry.get("args") or {}).get("name") == self.name:
                 saved = (entry.get("attributes") or {}).get("restored_state")
@@ -276,7 +276,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
         if self.trainer is not None:
             same = [c for c in self.trainer.callback_handler.callbacks if isinstance(c, type(self))]
         else:  # a fresh run: one entry per instance
-            entries = (state.stateful_callbacks or {}).get(type(self).__name__) if state.global_step == 0 else None
+            entries = _stateful(state).get(type(self).__name__) if state.global_step == 0 else None
             same = entries if isinstance(entries, list) else []
         names = [c.name if isinstance(c, NormGuardTrainerCallback) else (c.get("args") or {}).get("name") for c in same]
         if names.count(self.name) > 1:
@@ -457,6 +457,12 @@ def add_normguard(trainer: Any, **options: Any) -> NormGuardTrainerCallback:
     callback = NormGuardTrainerCallback(trainer=trainer, **options)
     trainer.add_callback(callback)
     return callback
+
+
+def _stateful(state: TrainerState) -> dict[str, Any]:
+    """The callback states a TrainerState holds (a dict once built; typed as a list by Hugging Face)."""
+    found = state.stateful_callbacks
+    return found if isinstance(found, dict) else {}
 
 
 def _valid(saved: Any) -> dict[str, Any]:
