@@ -22,8 +22,10 @@ shares.
   from ``state.stateful_callbacks`` (with or without ``restore_callback_states_from_checkpoint``);
   the best weights go to a file beside it in the checkpoint folder.
 
-The Trainer itself is needed only to write into its TensorBoard run and, when every
-parameter group has ``weight_decay=0``, to know what it would decay: pass it,
+The Trainer itself is needed only to write into its TensorBoard run (without it: a writer of
+normguard's own in the folder ``TENSORBOARD_LOGGING_DIR`` names, when set), to know what it
+would decay when every parameter group has ``weight_decay=0``, and to keep your object as the
+live callback when Hugging Face rebuilds callbacks on resume: pass it,
 ``NormGuardTrainerCallback(trainer=trainer)``, or use :func:`add_normguard`.
 
 Example:
@@ -151,7 +153,8 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
         self._scales = (1.0, 1.0)  # multiply the logged training / evaluation losses
         self._device = torch.device("cpu")
         self._run: tuple[str, TrainerState] | None = None
-        self._tb_sinks: list[SummaryWriterSink] = []  # writing into the TensorBoardCallback's writer
+        self._tb_sinks: list[SummaryWriterSink] = []  # the TensorBoard run's sinks
+        self._owned: list[Any] = []  # the writers among them normguard opened
 
     # ------------------------------------------------------------------ state (ExportableState)
     def state(self) -> dict[str, Any]:
@@ -228,7 +231,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
             self.monitor.action.unbind()
         self._device = torch.device(args.device)
         self._run = (os.path.abspath(str(args.output_dir)), state)  # the TrainerState counts on in place
-        self._tb_sinks = sinks = self._tensorboard() if state.is_world_process_zero else []
+        self._tb_sinks = sinks = self._tensorboard(args) if state.is_world_process_zero else []
         self.monitor = Monitor(
             model,
             [optimizer],
@@ -285,12 +288,23 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
                 f"{names.count(self.name)} are named {self.name!r}: their checkpoint states would collide."
             )
 
-    def _tensorboard(self) -> list[Any]:
+    def _tensorboard(self, args: TrainingArguments) -> list[SummaryWriterSink]:
+        """The TensorBoardCallback's writer (with ``trainer``), else a writer of normguard's own in the run
+        directory that ``TENSORBOARD_LOGGING_DIR`` names."""
         from transformers.integrations import TensorBoardCallback
 
         callbacks = [] if self.trainer is None else self.trainer.callback_handler.callbacks
         tb = next((c for c in callbacks if isinstance(c, TensorBoardCallback) and c.tb_writer is not None), None)
-        return [] if tb is None else [SummaryWriterSink(writer=tb.tb_writer)]
+        if tb is not None:
+            return [SummaryWriterSink(writer=tb.tb_writer)]
+        if self.trainer is None and "tensorboard" in (args.report_to or []):
+            folder = os.environ.get("TENSORBOARD_LOGGING_DIR")
+            if folder:
+                own = SummaryWriterSink(os.path.expanduser(folder))
+                self._owned = [own.writer]
+                return [own]
+            log.info("normguard: pass NormGuardTrainerCallback(trainer=...) to log into the Trainer's TensorBoard run")
+        return []
 
     def _param_filter(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
         if self.measure == "all":
@@ -432,9 +446,9 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
         from torch.utils.tensorboard import SummaryWriter
 
         callbacks = [] if self.trainer is None else self.trainer.callback_handler.callbacks
-        own = []
+        own, self._owned = self._owned, []  # normguard's own writer (no Trainer given): closed at the end
         for sink in self._tb_sinks:
-            if not any(getattr(c, "tb_writer", 0) is sink.writer for c in callbacks):
+            if sink.writer not in own and not any(getattr(c, "tb_writer", 0) is sink.writer for c in callbacks):
                 sink.writer = SummaryWriter(log_dir=sink.writer.log_dir, filename_suffix=".normguard")
                 own.append(sink.writer)
         return own

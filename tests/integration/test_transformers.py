@@ -450,6 +450,20 @@ def test_tensorboard_shares_the_run_dir_and_report_reads_it(tmp_path: Path, monk
     assert {"stop", "restore"} <= set(summary["actions_taken"])
 
 
+def test_tensorboard_without_the_trainer_uses_the_run_dir_hf_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))  # Hugging Face's documented setting
+    guard = NormGuardTrainerCallback(noise_floor=FLOOR)
+    trainer = make_trainer(tmp_path, [guard], report_to=["tensorboard"], max_steps=8)
+    trainer.train()
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    scalars = acc.Tags()["scalars"]
+    assert "train/loss" in scalars and tags.TOTAL_NORM in scalars  # one run directory
+    assert [e.step for e in acc.Scalars(tags.TOTAL_NORM)] == [4, 8]
+
+
 # ---------------------------------------------------------------------------- weight decay and norms
 def test_no_decay_group_untouched_and_norms_measure_the_decayed(tmp_path: Path) -> None:
     model = tiny_bert()
