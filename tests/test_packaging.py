@@ -223,3 +223,12 @@ def test_a_command_without_its_extra_says_so_in_one_line(tmp_path: Path) -> None
         assert len(lines) == 1, (argv, err)
         assert lines[0].startswith(f"normguard {argv[0]}: error: "), lines[0]
         assert "pip install 'normguard[science]'" in lines[0], lines[0]
+
+
+def test_the_command_line_reports_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from normguard.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"normguard {normguard.__version__}\n"

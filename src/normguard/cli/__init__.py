@@ -50,7 +50,14 @@ def usage_errors(prefix: str = "") -> Iterator[None]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="normguard", description=__doc__.splitlines()[0])
+    from normguard import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="normguard",
+        description="normguard's command line: the demo, the science tools (spectrum, theory, pilot) and the report.",
+        epilog="normguard COMMAND --help describes a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"normguard {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"normguard.cli.{name}")
