@@ -392,6 +392,23 @@ def results_summary_table() -> str:
     return "\n".join(table) + "\n"
 
 
+def results_file_table(file: str, block: str, index: int) -> Callable[[], str]:
+    """The ``index``-th table (from 0) of the generated block ``block`` in ``benchmarks/<file>``."""
+
+    def table() -> str:
+        text = (ROOT / "benchmarks" / file).read_text(encoding="utf-8")
+        match = re.search(rf"<!-- BEGIN {block} -->\n(.*?)<!-- END {block} -->", text, flags=re.DOTALL)
+        if match is None:
+            raise LookupError(f"benchmarks/{file} has no block {block!r}")
+        tables = re.findall(r"((?:^\|.*\n)+)", match.group(1), flags=re.MULTILINE)
+        if len(tables) <= index:
+            raise LookupError(f"benchmarks/{file}'s block {block!r} has {len(tables)} tables, not {index + 1}")
+        return tables[index]
+
+    table.__doc__ = f"table {index} of benchmarks/{file}'s block {block!r}."
+    return table
+
+
 def results_block(name: str) -> Callable[[], str]:
     """RESULTS.md's generated block ``name`` as it is, its heading one level down."""
 
@@ -404,6 +421,8 @@ def results_block(name: str) -> Callable[[], str]:
 
 TABLES: dict[str, Callable[[], str]] = {
     "results_summary": results_summary_table,
+    "noise_floor_held": results_file_table("RESULTS_noise_floor.md", "noise_floor_estimate", 1),
+    "noise_floor_regression": results_file_table("RESULTS_noise_floor.md", "noise_floor_estimate", 2),
     "results_host_syncs": results_block("host_syncs"),
     "results_overhead": results_block("overhead"),
     "suite": suite_table,
