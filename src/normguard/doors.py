@@ -112,7 +112,8 @@ def as_loss_tensor(name: str, value: Any) -> Tensor:
         return torch.tensor(float(value))
     else:
         raise TypeError(
-            f"Expected argument `{name}` to be a tensor, a numpy array or a real number but got {type(value).__name__}."
+            f"Expected argument `{name}` to be a tensor or a real number but got {type(value).__name__} (numpy "
+            "numbers and arrays are accepted)."
         )
     if value.numel() == 0:
         raise ValueError(f"Expected argument `{name}` to hold a value but got an empty tensor.")
