@@ -197,32 +197,34 @@ def test_a_command_without_its_extra_says_so_in_one_line(tmp_path: Path) -> None
     rng = np.random.default_rng(0)
     np.save(tmp_path / "X.npy", rng.normal(size=(40, 10)))
     np.savez(tmp_path / "data.npz", X=rng.normal(size=(40, 10)), y=rng.normal(size=40))
-    commands = [
-        ["theory", "--alpha", "1.5", "--gamma", "0.5", "--tau", "0.2"],
-        ["spectrum", str(tmp_path / "X.npy")],
-        ["pilot", str(tmp_path / "data.npz"), "--tau", "0.1"],
-    ]
+    theory = ("theory", "--alpha", "1.5", "--gamma", "0.5", "--tau", "0.2")
+    commands = {  # argv -> (exit status, extra named)
+        theory: (1, "science"),
+        ("spectrum", str(tmp_path / "X.npy")): (1, "science"),
+        ("pilot", str(tmp_path / "data.npz"), "--tau", "0.1"): (1, "science"),
+        (*theory, "--plot", str(tmp_path / "t.png")): (2, "report"),  # a usage error: --plot checked first
+    }
     proc = run_python(
         f"""
         import contextlib, io, json
         from normguard.cli import main
         results = []
-        for argv in {commands!r}:
+        for argv in {list(commands)!r}:
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
-                code = main(argv)
+                code = main(list(argv))
             results.append([code, err.getvalue()])
         print(json.dumps(results))
         """,
-        block=("scipy",),
+        block=("scipy", "matplotlib"),
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for argv, (code, err) in zip(commands, json.loads(proc.stdout)):
-        assert code == 1, (argv, err)
+    for (argv, (status, extra)), (code, err) in zip(commands.items(), json.loads(proc.stdout)):
+        assert code == status, (argv, err)
         lines = err.strip().splitlines()
         assert len(lines) == 1, (argv, err)
         assert lines[0].startswith(f"normguard {argv[0]}: error: "), lines[0]
-        assert "pip install 'normguard[science]'" in lines[0], lines[0]
+        assert f"pip install 'normguard[{extra}]'" in lines[0], lines[0]
 
 
 def test_the_command_line_reports_the_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -124,7 +124,7 @@ def check_plot_path(path: str) -> None:
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise UsageError("--plot needs matplotlib: pip install normguard[report]") from exc
+        raise UsageError("--plot needs matplotlib: pip install 'normguard[report]'") from exc
     formats = Figure().canvas.get_supported_filetypes()
     ext = os.path.splitext(path)[1].lower().lstrip(".")
     if ext not in formats:

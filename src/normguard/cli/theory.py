@@ -33,7 +33,7 @@ def _plot(args: argparse.Namespace, path: str) -> None:
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise UsageError("--plot needs matplotlib: pip install normguard[report]") from exc
+        raise UsageError("--plot needs matplotlib: pip install 'normguard[report]'") from exc
     alphas = sorted({1.25, 1.5, 2.0, 3.0, round(args.alpha, 4)})
     taus = np.linspace(0.01, 0.99, 60) * args.sigma2
     fig, ax = plt.subplots(figsize=(5.5, 4))
@@ -58,10 +58,10 @@ def _plot(args: argparse.Namespace, path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot:  # first: a usage error is reported before the science loads
+        check_plot_path(args.plot)
     from normguard.science.theory import predict
 
-    if args.plot:
-        check_plot_path(args.plot)
     with usage_errors():
         p = predict(args.alpha, args.gamma, args.tau, args.sigma2)
     if args.plot:
