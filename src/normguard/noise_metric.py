@@ -120,6 +120,11 @@ class NoiseFloorMetric(Metric):
             "n": torch.tensor(est.n, dtype=torch.int64),
         }
 
+    @property
+    def kind(self) -> str | None:
+        """``"classification"`` or ``"regression"``: the task of the last :meth:`compute` (None before one)."""
+        return self._kind
+
     def estimate(self) -> FloorEstimate:
         """:meth:`compute` as a :class:`~normguard.noise_floor.FloorEstimate` of plain floats."""
         result = self.compute()

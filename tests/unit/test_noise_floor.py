@@ -404,6 +404,7 @@ def test_noise_floor_metric_matches_the_one_shot_estimate() -> None:
     regression = NoiseFloorMetric(task="regression")
     regression.update(torch.zeros(10, 1), torch.ones(10))
     assert regression.estimate().kind == "regression" and regression.estimate().value == 1.0
+    assert regression.kind == "regression" and metric.kind == "classification"
 
 
 def test_noise_floor_metric_in_a_one_process_distributed_run(tmp_path: Path) -> None:
