@@ -19,10 +19,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from normguard.actions import Action, Escalation, HoldNoiseFloor, RaiseWeightDecay, StopTraining, Warn
+from normguard.actions import Action, Escalation, RaiseWeightDecay, StopTraining, Warn
 from normguard.detector import Condition, NearInterpolationDetector, Reason, Verdict
 from normguard.events import Event, EventKind
 from normguard.guard import NormGuard
+from normguard.hold_floor import HoldNoiseFloor
 from normguard.monitor import StateError
 from normguard.noise_floor import (
     FloorEstimate,

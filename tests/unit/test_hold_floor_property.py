@@ -10,8 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from normguard.actions import ActionContext, HoldNoiseFloor
+from normguard.actions import ActionContext
 from normguard.detector import Reason, Verdict
+from normguard.hold_floor import HoldNoiseFloor
 
 MAX_SHRINK = 0.1
 
