@@ -18,8 +18,9 @@ in float64 (the hot path). A float32 sum of squares overflows once a tensor's no
 re-measured *wide* (16/32-bit weights accumulated in float64; float64 weights, and any
 weights on a device without float64, scaled by their largest magnitude first) by
 :meth:`NormSnapshot.to_host`, which then makes a second transfer, only in that case. The
-functional helpers and sharded models are always measured wide. Genuinely non-finite
-weights stay non-finite.
+functional helpers (:func:`layer_norms`, :func:`total_norm`) do the same after reading one
+overflow flag; sharded models are always measured wide. Genuinely non-finite weights stay
+non-finite.
 
 Sharded parameters (DTensor, as made by FSDP2's ``fully_shard``) contribute the weighted
 sum of squares of their local shard, in float64; these partial sums are all-reduced in one
@@ -714,18 +715,29 @@ def _require_parameters(groups: dict[str, list[Tensor]], include_frozen: bool) -
 
 # ------------------------------------------------------------------ functional
 def _measure(model: nn.Module, include_frozen: bool) -> tuple[tuple[str, ...], Tensor]:
-    """Layer names and wide per-layer norms of ``model``: the engine's reduction, no engine state."""
+    """Layer names and per-layer norms of ``model``: the engine's reduction, no engine state.
+
+    As the engine does: the fast pass first, re-measured wide only when a sum of squares
+    overflowed (one device→host read of a flag to know it); sharded models are measured wide
+    at once (a re-measure would need the collective again)."""
     groups = group_parameters(model, include_frozen)
     _require_parameters(groups, include_frozen)
     plan = _Plan(groups)
     with torch.no_grad():
-        return plan.layer_names, _reduce(plan, plan.tensors(), wide=True)
+        if plan.sharded:
+            return plan.layer_names, _reduce(plan, plan.tensors(), wide=True)
+        fast = _reduce(plan, plan.tensors(), wide=False)
+        if bool(torch.isinf(fast).any()):  # overflow (NaN weights stay NaN either way)
+            return plan.layer_names, _reduce(plan, plan.tensors(), wide=True)
+        return plan.layer_names, fast
 
 
 def layer_norms(model: nn.Module, include_frozen: bool = False) -> dict[str, Tensor]:
     """Per-layer ℓ2 norms of ``model`` as float32 0-d tensors on the weights' device.
 
-    Measured wide (see the module docstring): any norm that float32 can hold comes out finite.
+    Any norm that float32 can hold comes out finite: the fast pass, re-measured wide where a sum
+    of squares overflowed (reading that flag is one host synchronisation; keep this function off
+    the hot path, or use the guard, which reads it at its checks only).
 
     Example:
         >>> import torch
