@@ -103,11 +103,13 @@ def train_classifier(data: dict[str, torch.Tensor], seed: int, epochs: int) -> l
     history = []
     for epoch in range(1, epochs + 1):
         model.train()
+        losses = []
         for idx in torch.randperm(n, generator=gen).split(64):
             loss = loss_fn(model(data["x_train"][idx]), data["y_train"][idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
+            losses.append(loss.detach())
         model.eval()
         with torch.no_grad():
             logits = model(data["x_val"])
@@ -115,7 +117,8 @@ def train_classifier(data: dict[str, torch.Tensor], seed: int, epochs: int) -> l
         clean_acc = float((logits.argmax(1) == data["clean_val"]).float().mean())
         report = epoch in REPORT_EPOCHS
         est = estimate_noise_floor(logits, data["y_val"], num_bootstrap=200 if report else 0)
-        history.append({"epoch": epoch, "val_loss": val_loss, "acc": clean_acc, "est": est})
+        train_loss = float(torch.stack(losses).mean())  # the epoch's mean training loss, as a guard sees it
+        history.append({"epoch": epoch, "val_loss": val_loss, "acc": clean_acc, "est": est, "train": train_loss})
     return history
 
 
@@ -135,7 +138,7 @@ def classification(seeds: int, epochs: int, n_train: int, rates: tuple[float, ..
         "| noise | true floor | realised on val | "
         + " | ".join(f"ep {e}" for e in epochs_shown)
         + " | at best val loss | runs within ±10 % at best val loss | running min | lowest val loss (auto) "
-        + "| best val epoch | "
+        + "| best val epoch | train loss first under the floor: true / best-so-far estimate (epoch) | "
         + f"95 % interval holds truth (ep < {SETTLED} / >= {SETTLED}) |"
     )
     head2 = "| noise | " + " | ".join(f"by ep {e}" for e in so_far_shown) + " |"
@@ -149,6 +152,7 @@ def classification(seeds: int, epochs: int, n_train: int, rates: tuple[float, ..
         total = {True: 0, False: 0}
         realised = []
         best_epochs = []
+        crossings = []
         for seed in range(seeds):
             data = digits(kind, rate, seed, n_train)
             realised.append(realised_floor(data["clean_val"], data["y_val"]))
@@ -162,6 +166,10 @@ def classification(seeds: int, epochs: int, n_train: int, rates: tuple[float, ..
                 entries[f"so far {e}"] = min(hist[:e], key=lambda h: h["val_loss"])["est"].value
             for key, val in entries.items():
                 per_seed.setdefault(key, []).append(val)
+            held = [min(hist[:e], key=lambda h: h["val_loss"])["est"].value for e in range(1, len(hist) + 1)]
+            under_true = next((h["epoch"] for h in hist if h["train"] < truth), None)
+            under_est = next((h["epoch"] for h, f in zip(hist, held) if h["train"] < f), None)
+            crossings.append(f"{under_true or '-'} / {under_est or '-'}")
             for h in hist:
                 if h["epoch"] in epochs_shown:
                     settled = h["epoch"] >= SETTLED
@@ -170,7 +178,9 @@ def classification(seeds: int, epochs: int, n_train: int, rates: tuple[float, ..
             notes.append(
                 f"{kind} {rate:.0%} seed {seed}: best val loss at epoch {best['epoch']} (clean val acc "
                 f"{best['acc']:.3f}, final {hist[-1]['acc']:.3f}), estimate there {best['est'].value:.3f} "
-                f"(realised on val {realised[-1]:.3f}); estimates at epochs {epochs_shown}: "
+                f"(realised on val {realised[-1]:.3f}); training loss under the true floor from epoch "
+                f"{under_true or '-'}, under the best-so-far estimate from epoch {under_est or '-'} (held there: "
+                f"{held[under_est - 1] if under_est else float('nan'):.3f}); estimates at epochs {epochs_shown}: "
                 + ", ".join(f"{h['est'].value:.3f}" for h in hist if h["epoch"] in epochs_shown)
             )
 
@@ -186,7 +196,7 @@ def classification(seeds: int, epochs: int, n_train: int, rates: tuple[float, ..
         row += [cell(f"ep {e}") for e in epochs_shown]
         within = sum(abs(rel(v, truth)) <= 0.1 for v in per_seed["best"]) if truth > 0 else None
         row += [cell("best"), "-" if within is None else f"{within}/{seeds}"]
-        row += [cell("min"), cell("auto"), ", ".join(map(str, best_epochs))]
+        row += [cell("min"), cell("auto"), ", ".join(map(str, best_epochs)), ", ".join(crossings)]
         row += [f"{covered[False]}/{total[False]} / {covered[True]}/{total[True]}"]
         lines.append("| " + " | ".join(row) + " |")
         lines2.append("| " + " | ".join([name, *[cell(f"so far {e}") for e in so_far_shown]]) + " |")
