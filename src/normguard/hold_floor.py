@@ -142,7 +142,7 @@ class HoldNoiseFloor(Action):
         horizon: int = 200,
         trend_steps: int = 50,
         move_steps: int = 25,
-        initial_shrink: float = 1e-4,
+        initial_shrink: float = 1e-3,
         max_shrink: float = 0.1,
         param_groups: Sequence[int] | None = None,
         restore_best_at_end: bool | Literal["engaged"] = "engaged",
@@ -295,7 +295,8 @@ class HoldNoiseFloor(Action):
             shrink = lr * decay
             if not shrink > 0:
                 continue
-            params = [p for p in params_group["params"] if p.grad is not None]
+            # every trainable parameter: under `optimizer.step(closure)` the gradients do not exist yet here
+            params = [p for p in params_group["params"] if p.requires_grad]
             if not params:
                 continue
             with torch.no_grad():

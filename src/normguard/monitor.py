@@ -43,10 +43,26 @@ from normguard.watchers import DivergenceWatcher, NonFiniteWatcher
 
 log = logging.getLogger("normguard")
 
-__all__ = ["STATE_VERSION", "GuardResults", "Monitor", "StateError"]
+__all__ = ["CLEAN_LABELS_FLOOR", "STATE_VERSION", "GuardResults", "Monitor", "StateError"]
 
 STATE_VERSION = 2
 _REQUIRED_KEYS = ("version", "detector", "action", "events")
+
+
+#: a classification floor estimate under this many nats reads as clean labels (a floor of 0): the
+#: estimator gives 0-0.04 nats on clean labels once trained (benchmarks/RESULTS_noise_floor.md);
+#: 2 % symmetric noise on 10 classes has a floor of 0.13
+CLEAN_LABELS_FLOOR = 0.05
+
+
+def _estimate_values(estimate: Any) -> tuple[float, float, float] | None:
+    """(value, low, high) of a floor estimate; None for one that failed (too few samples)."""
+    value, low, high = (float(getattr(estimate, k)) for k in ("value", "low", "high"))
+    if not (math.isfinite(value) and math.isfinite(low)) or math.isnan(high):
+        return None
+    if getattr(estimate, "kind", "classification") == "classification" and value < CLEAN_LABELS_FLOOR:
+        return 0.0, 0.0, max(high, 0.0)
+    return value, low, high
 
 
 class StateError(ValueError):
@@ -175,25 +191,27 @@ class Monitor:
     ) -> Verdict:
         """One check: compute → one transfer → watch → detect → act → sink.
 
-        ``floor_estimate``: the latest estimate of the noise floor (a
-        :class:`~normguard.noise_floor.FloorEstimate`, at a validation) for ``noise_floor="estimate"``.
+        ``floor_estimate``: an estimate of the noise floor from this validation's predictions (a
+        :class:`~normguard.noise_floor.FloorEstimate`) for ``noise_floor="estimate"``. The guard
+        holds the estimate of its best validation so far (early estimates are high while the
+        model still learns the signal, and they rise again once it memorises:
+        ``benchmarks/RESULTS_noise_floor.md``); a classification estimate under
+        :data:`CLEAN_LABELS_FLOOR` nats is read as clean labels (a floor of 0).
         """
         for name, value in (("val_loss", val_loss), ("val_metric", val_metric)):
             if isinstance(value, Tensor) and value.device.type == "meta":
                 raise ValueError(f"Expected argument `{name}` to hold a value but got a tensor on the 'meta' device.")
-        if floor_estimate is not None:
-            self._take_floor_estimate(floor_estimate)
+        estimate = None if floor_estimate is None else _estimate_values(floor_estimate)
         host, reading = self._measure(step, val_loss, val_metric)
         self._watch(step, host, reading)
         verdict = self._detect(step, host, reading)
+        if estimate is not None and reading.val_loss is not None and self.detector.improved:
+            self._hold_floor_estimate(*estimate)
         self._act(step, verdict, reading)
         self._log_check(step, host, reading, verdict)
         return verdict
 
-    def _take_floor_estimate(self, estimate: Any) -> None:
-        value, low, high = (float(getattr(estimate, k)) for k in ("value", "low", "high"))
-        if not (math.isfinite(value) and math.isfinite(low)) or math.isnan(high):
-            return  # an estimate that failed (too few samples): the previous one stays in effect
+    def _hold_floor_estimate(self, value: float, low: float, high: float) -> None:
         setter = getattr(self.detector, "set_floor_estimate", None)
         if setter is None:
             raise ValueError("Expected a detector that takes floor estimates (noise_floor='estimate').")
