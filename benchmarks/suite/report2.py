@@ -292,9 +292,25 @@ def targets(results: dict[Key, dict[str, Any]], seeds: int) -> str:
                 worst.append((cell, a - b, min(d) if d else None))
         if worst:
             ok = sum(abs(w[1]) <= 0.5 for w in worst)
+            not_worse = sum(w[1] >= -0.5 for w in worst)
             out.append(
-                f"- **Clean cells within 0.5 of `none` ({arm}, median):** {ok} of {len(worst)} cells; "
+                f"- **Clean cells within 0.5 of `none` ({arm}, median):** within ±0.5 in {ok} of {len(worst)} "
+                f"cells, no more than 0.5 below in {not_worse} of {len(worst)}; "
                 + "; ".join(f"{'/'.join(c)} {d:+.1f} (worst seed {fmt(s, 1)})" for c, d, s in worst)
+            )
+            runs = [r for cell in clean for r in _runs(results, cell, arm, seeds)]
+            early = 0
+            engaged = 0
+            for r in runs:
+                e = r.get("engaged_step")
+                none = results.get((r["task"], r["noise_kind"], r["optimizer"], r["seed"], "none"))
+                if e is not None:
+                    engaged += 1
+                    early += none is not None and _improves_after(none, e / r["steps_per_epoch"])
+            out.append(
+                f"- **Clean labels, no engagement while validation still improves ({arm}):** engaged in {engaged} "
+                f"of {len(runs)} clean runs, {early} of them while the unguarded run's validation accuracy still "
+                "rose by ≥ 0.5 points afterwards."
             )
     out.append(
         "- **Known floor, ≥ EarlyStopping + 1 in every noisy cell (median):** "
@@ -367,8 +383,12 @@ def build(root: Path, seeds: int = 3) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+BEGIN, END = "<!-- BEGIN suite2 -->", "<!-- END suite2 -->"
+
+
 def write(body: str, command: str = "python benchmarks/suite.py --grid 2") -> None:
-    """Write RESULTS_suite2.md: the command, the machine line and the tables."""
+    """Put the command, the machine line and the tables between RESULTS_suite2.md's markers
+    (the text outside them is kept; a new file gets the grid's description above them)."""
     import sys
 
     sys.path.insert(0, str(RESULTS_SUITE2.parent))
@@ -376,16 +396,14 @@ def write(body: str, command: str = "python benchmarks/suite.py --grid 2") -> No
 
     from . import grid2
 
-    text = (
-        "# Benchmark suite, grid 2 (issue 23)\n\n"
-        + header(f"`{command}`")
-        + "\n"
-        + (grid2.__doc__ or "").split("\n\n", 1)[1].rsplit("\n\nResults:", 1)[0]
-        + "\n\n"
-        + (__doc__ or "").split("\n\n", 1)[1]
-        + "\n"
-        + body
-    )
+    block = f"{BEGIN}\n{header(f'`{command}`')}\n{body}{END}\n"
+    old = RESULTS_SUITE2.read_text() if RESULTS_SUITE2.exists() else ""
+    if BEGIN in old and END in old:
+        text = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) + 1 :]
+    else:
+        grid = (grid2.__doc__ or "").split("\n\n", 1)[1].rsplit("\n\nResults:", 1)[0]
+        how = (__doc__ or "").split("\n\n", 1)[1]
+        text = f"# Benchmark suite, grid 2 (issue 23)\n\n{grid}\n\n{how}\n{block}"
     RESULTS_SUITE2.write_text(text)
 
 
