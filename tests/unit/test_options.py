@@ -26,13 +26,14 @@ def _front_doors() -> list[tuple[type, set[str]]]:
     try:
         from normguard.lightning import NormGuardCallback
 
-        doors.append((NormGuardCallback, {"every_n_train_steps", "train_loss", "val_loss", "name"}))
+        doors.append((NormGuardCallback, {"every_n_steps", "every_n_train_steps", "train_loss", "val_loss", "name"}))
     except ImportError:  # pragma: no cover - lightning is in the dev extra
         pass
     try:
         from normguard.transformers import NormGuardTrainerCallback
 
-        own = {"every_n_steps", "measure", "val_loss", "inflated_loss", "model_uses_num_items", "name", "_rebuild"}
+        own = {"every_n_steps", "trainer", "measure", "val_loss", "inflated_loss", "model_uses_num_items", "name"}
+        own.add("_rebuild")
         doors.append((NormGuardTrainerCallback, own))
     except ImportError:  # pragma: no cover - transformers is in the dev extra
         pass
@@ -82,14 +83,15 @@ def test_options_reach_guard_options_unchanged() -> None:
     assert guard.options.every_n_steps == 4 and guard.detector.patience == 3 and guard.detector.mode == "max"
 
 
-def test_lightning_callback_keeps_its_interval_name() -> None:
+def test_lightning_callback_takes_every_n_steps_and_its_old_name() -> None:
     lightning = pytest.importorskip("normguard.lightning")
     cb = lightning.NormGuardCallback(7, noise_floor=1.0, mode="max", monitor="val_acc")
     assert cb.options.every_n_steps == 7 and cb.options.mode == "max" and cb.detector.noise_floor == 1.0
-    with pytest.raises(ValueError, match="`every_n_train_steps` to be an integer >= 1"):
+    with pytest.raises(ValueError, match="`every_n_steps` to be an integer >= 1"):
         lightning.NormGuardCallback(0)
-    with pytest.raises(TypeError, match=r"^NormGuardCallback\(\) got an unexpected keyword argument 'every_n_steps'"):
-        lightning.NormGuardCallback(every_n_steps=5)
+    assert lightning.NormGuardCallback(every_n_steps=5).options.every_n_steps == 5
+    with pytest.warns(FutureWarning, match="every_n_train_steps"):
+        assert lightning.NormGuardCallback(every_n_train_steps=5).options.every_n_steps == 5
     with pytest.raises(ValueError, match="`val_loss` to name the validation loss"):
         lightning.NormGuardCallback(monitor="val_acc", mode="max", val_loss=None)
 
@@ -106,12 +108,12 @@ def test_transformers_callback_state_args_are_unchanged() -> None:
         "best_weights_in_checkpoint": True,
         "max_history": 1000,
         "measure": "decayed",
-        "val_loss": "eval_loss",
-        "inflated_loss": "correct",
     }
+    door = {"measure": "decayed", "val_loss": "eval_loss", "model_uses_num_items": None, "name": None}
     args = hf.NormGuardTrainerCallback(noise_floor=0.6, action="stop").state()["args"]
-    assert args == {"noise_floor": 0.6, "action": "stop", **defaults, "name": None, "_rebuild": True}
-    assert list(args)[:3] == ["noise_floor", "action", "mode"]
+    # the options passed and the door's own arguments: defaults are not written (a newer default applies)
+    assert args == {"noise_floor": 0.6, "action": "stop", "every_n_steps": None, **door, "_rebuild": {"not_json": []}}
+    assert not set(defaults) & set(args)
     cb = hf.NormGuardTrainerCallback(
         5,
         action=["weight_decay", "stop"],
@@ -122,15 +124,15 @@ def test_transformers_callback_state_args_are_unchanged() -> None:
         name="a",
     )
     assert cb.state()["args"] == {
-        "every_n_steps": 5,
         "action": ["weight_decay", "stop"],
         "patience": 4,
         "monitor": "accuracy",
-        **defaults,
         "mode": "max",
+        "every_n_steps": 5,
+        **door,
         "model_uses_num_items": True,
         "name": "a",
-        "_rebuild": True,
+        "_rebuild": {"not_json": []},
     }
     # an action object is not JSON: the rebuild shares the live instance instead
     assert "action" not in hf.NormGuardTrainerCallback(action=StopTraining()).state()["args"]
