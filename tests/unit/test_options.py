@@ -107,7 +107,6 @@ def test_transformers_callback_state_args_are_unchanged() -> None:
         "log_layers": True,
         "best_weights_in_checkpoint": True,
         "max_history": 1000,
-        "measure": "decayed",
     }
     door = {"measure": "decayed", "val_loss": "eval_loss", "model_uses_num_items": None, "name": None}
     args = hf.NormGuardTrainerCallback(noise_floor=0.6, action="stop").state()["args"]
