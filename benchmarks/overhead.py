@@ -132,7 +132,7 @@ def lightning_overhead(rounds: int, steps: int, quick: bool) -> dict[str, list[f
         timer = Timer(skip=10)
         callbacks: list[Any] = [timer]
         if variant != "none":
-            callbacks.append(NormGuardCallback(every_n_train_steps=50 if variant == "every_50" else 1))
+            callbacks.append(NormGuardCallback(every_n_steps=50 if variant == "every_50" else 1))
         trainer = pl.Trainer(
             max_steps=steps,
             max_epochs=1,

@@ -69,7 +69,7 @@ def run(data: dict[str, torch.Tensor], action: str, args: argparse.Namespace, lo
     val = DataLoader(TensorDataset(data["x_val"], data["y_val"]), batch_size=len(data["y_val"]))
     module = LinearRegression(data["x_train"].shape[1], lr=args.lr)
     guard = NormGuardCallback(
-        every_n_train_steps=5,  # a check: one norm pass, one device→host transfer
+        every_n_steps=5,  # a check: one norm pass, one device→host transfer
         noise_floor=1.0,  # σ²: known here; "auto" estimates it from the validation loss
         action=action,  # "warn", "weight_decay", "stop", or a list: ["weight_decay", "stop"]
     )

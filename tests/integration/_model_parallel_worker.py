@@ -63,7 +63,7 @@ def main(out_dir: str) -> None:
 
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(64, 7, generator=g), torch.randn(64, generator=g))
-    guard = NormGuardCallback(every_n_train_steps=2)
+    guard = NormGuardCallback(every_n_steps=2)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
