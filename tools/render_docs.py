@@ -265,13 +265,24 @@ def suite_table() -> str:
 SUITE2 = ROOT / "benchmarks" / "RESULTS_suite2.md"
 
 
+def _suite2_text() -> str:
+    """Grid 2's tables: benchmarks/RESULTS_suite2.md, or, before the suite has written it, the same
+    tables built from the saved results (``benchmarks/suite/report2.py``)."""
+    if SUITE2.is_file():
+        return SUITE2.read_text(encoding="utf-8")
+    for path in (ROOT / "benchmarks", ROOT / "src"):
+        if str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    report2 = importlib.import_module("suite.report2")
+    grid2 = importlib.import_module("suite.grid2")
+    return str(report2.build(grid2.ROOT))
+
+
 def suite2_rows() -> list[dict[str, str]]:
-    """The first table of benchmarks/RESULTS_suite2.md (grid 2: known and estimated floors), one dict per row."""
-    if not SUITE2.is_file():
-        raise LookupError(f"{SUITE2.relative_to(ROOT)} does not exist yet: run python benchmarks/suite.py --grid 2")
+    """The first table of grid 2's results (known and estimated floors), one dict per row."""
     rows: list[dict[str, str]] = []
     header: list[str] | None = None
-    for line in SUITE2.read_text(encoding="utf-8").splitlines():
+    for line in _suite2_text().splitlines():
         if not line.startswith("|"):
             if header is not None and rows:
                 break
@@ -282,7 +293,7 @@ def suite2_rows() -> list[dict[str, str]]:
         elif not set("".join(cells)) <= set("-: "):
             rows.append(dict(zip(header, cells)))
     if not rows:
-        raise LookupError(f"{SUITE2.relative_to(ROOT)} has no table")
+        raise LookupError("grid 2 of the suite has no results table yet")
     return rows
 
 
@@ -296,9 +307,9 @@ def suite2_summary_table() -> str:
     """Grid 2 in a few rows: per noise kind, the median [range] over cells of each arm's gain."""
     rows = suite2_rows()
     columns = {
-        "estimate − ES": "`hold_floor`, estimated floor − EarlyStopping",
-        "known − ES": "`hold_floor`, known floor − EarlyStopping",
-        "estimate − none": "`hold_floor`, estimated floor − no normguard",
+        "estimate − ES": "estimated floor − EarlyStopping",
+        "known − ES": "known floor − EarlyStopping",
+        "estimate − none": "estimated floor − no normguard",
     }
     kinds: dict[str, list[dict[str, str]]] = {}
     for row in rows:
@@ -310,7 +321,7 @@ def suite2_summary_table() -> str:
             values = sorted(v for r in group if (v := _delta(r.get(column, "–"))) is not None)
             cells.append(f"{statistics.median(values):+.1f} [{values[0]:+.1f}, {values[-1]:+.1f}]" if values else "–")
         out.append(cells)
-    return _markdown_table(["noise", "cells", *columns.values()], out)
+    return _markdown_table(["label noise", "cells", *columns.values()], out)
 
 
 def suite2_table() -> str:
@@ -426,6 +437,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "results_host_syncs": results_block("host_syncs"),
     "results_overhead": results_block("overhead"),
     "suite": suite_table,
+    "suite2_summary": suite2_summary_table,
+    "suite2": suite2_table,
     "paper_mlp": paper_mlp_table,
     "tags": tags_table,
     "custom_scalars": custom_scalars_table,
