@@ -19,7 +19,12 @@ from pathlib import Path
 
 EXTRAS = {
     # extra -> (top-level packages it installs, normguard code that needs them)
-    "science": (["scipy"], "import normguard as ng, numpy as np\nng.estimate_alpha(np.random.rand(60, 20))"),
+    "science": (
+        ["scipy"],  # data whose covariance eigenvalues decay as i^-2 (alpha 2)
+        "import normguard as ng, numpy as np\n"
+        "X = np.random.default_rng(0).normal(size=(400, 40)) * np.arange(1, 41) ** -1.0\n"
+        "assert 1.5 < ng.estimate_alpha(X).alpha < 2.5",
+    ),
     "report": (
         ["matplotlib"],
         "import normguard.report as r\ntry:\n    r.make_figure({})\nexcept ValueError:\n    pass",
