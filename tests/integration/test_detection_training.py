@@ -92,6 +92,7 @@ def train_digits(seed: int, noise: float, action: object, epochs: int, noise_flo
     return final, accuracies, val_losses, fired_epochs
 
 
+@pytest.mark.study
 def test_b_stop_and_restore_keeps_the_best_accuracy_under_label_noise() -> None:
     floor = ng.label_noise_floor(0.3, 10)
     restored, best, to_the_end = [], [], []
@@ -108,6 +109,7 @@ def test_b_stop_and_restore_keeps_the_best_accuracy_under_label_noise() -> None:
     assert mean(restored) >= mean(to_the_end) + 5.0
 
 
+@pytest.mark.study
 def test_c_no_false_alarm_while_validation_improves_on_clean_labels() -> None:
     for seed in range(2):
         _, _, val_losses, fired = train_digits(seed, 0.0, "warn", 60, "auto")

@@ -45,6 +45,7 @@ def test_weight_norm_excludes_biases():
     assert weight_norm_sq(net) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.study
 def test_model_pilot_reproduces_the_papers_shallow_network_direction():
     """The paper's MLPs (scikit-learn's init and per-sample L2, as the authors ran them), at CI
     scale: the norm exponent is below α, larger for larger α (intervals apart), smaller for
