@@ -60,7 +60,7 @@ def test_each_task_runs_and_traces(task: str, tmp_path: Path) -> None:
         assert t["weight_decay"] == ([0.01, 0.0] if hf else [0.01])
     best = analysis.best_epoch(r)
     assert r["trace"][best - 1]["dist_best"] == 0.0
-    assert (tmp_path / task).glob("*.json")
+    assert (tmp_path / f"{task}.jsonl.xz").exists()  # one compressed file per task
     again = runner(task, noise, 0, "none", epochs=3, root=tmp_path)  # reused from disk
     assert again["trace"] == r["trace"]
 
