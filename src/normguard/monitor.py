@@ -154,6 +154,8 @@ class Monitor:
         self._losses.clear()
         self._window.reset()
         self._floor_interval: tuple[float, float] | None = None
+        self._held_estimate: tuple[float, float, float] | None = None
+        self._estimate_history: deque[float] = deque(maxlen=3)
         self._val_sum = 0.0  # finite training losses since the last validation (host, from checks)
         self._val_count = 0.0
         self._window_start = 0
@@ -193,10 +195,11 @@ class Monitor:
 
         ``floor_estimate``: an estimate of the noise floor from this validation's predictions (a
         :class:`~normguard.noise_floor.FloorEstimate`) for ``noise_floor="estimate"``. The guard
-        holds the estimate of its best validation so far (early estimates are high while the
-        model still learns the signal, and they rise again once it memorises:
-        ``benchmarks/RESULTS_noise_floor.md``); a classification estimate under
-        :data:`CLEAN_LABELS_FLOOR` nats is read as clean labels (a floor of 0).
+        holds the lowest estimate so far (early estimates are high while the model still learns
+        the signal, and they rise again once it memorises: ``benchmarks/RESULTS_noise_floor.md``),
+        and a controller engages on it only once it has settled (it fell by less than 10 % over
+        the last two validations); a classification estimate under :data:`CLEAN_LABELS_FLOOR`
+        nats is read as clean labels (a floor of 0).
         """
         for name, value in (("val_loss", val_loss), ("val_metric", val_metric)):
             if isinstance(value, Tensor) and value.device.type == "meta":
@@ -205,7 +208,7 @@ class Monitor:
         host, reading = self._measure(step, val_loss, val_metric)
         self._watch(step, host, reading)
         verdict = self._detect(step, host, reading)
-        if estimate is not None and reading.val_loss is not None and self.detector.improved:
+        if estimate is not None and reading.val_loss is not None:
             self._hold_floor_estimate(*estimate)
         self._act(step, verdict, reading)
         self._log_check(step, host, reading, verdict)
@@ -215,8 +218,19 @@ class Monitor:
         setter = getattr(self.detector, "set_floor_estimate", None)
         if setter is None:
             raise ValueError("Expected a detector that takes floor estimates (noise_floor='estimate').")
-        setter(value, low, high)
-        self._floor_interval = (low, high)
+        held = self._held_estimate
+        if held is None or value <= held[0]:
+            held = self._held_estimate = (value, low, high)
+        self._estimate_history.append(held[0])
+        setter(*held)
+        self._floor_interval = (held[1], held[2])
+
+    @property
+    def estimate_settled(self) -> bool:
+        """Whether the held floor estimate has settled: three validations seen, and it fell by
+        less than 10 % over the last two."""
+        history = self._estimate_history
+        return len(history) >= 3 and history[-1] >= 0.9 * history[-3]
 
     def _measure(
         self, step: int, val_loss: Tensor | float | None, val_metric: Tensor | float | None
@@ -298,6 +312,8 @@ class Monitor:
 
     def _context(self, step: int, reading: _Reading | None = None) -> ActionContext:
         floor, may_engage = self.detector.held_floor()
+        if self.detector.noise_floor == "estimate":
+            may_engage = may_engage and self.estimate_settled
         return ActionContext(
             step=step,
             optimizers=self.optimizers,
@@ -455,6 +471,8 @@ class Monitor:
             "divergence": self.divergence.state_dict(),
             "nonfinite": self.nonfinite.state_dict(),
             "window_start": self._window_start,
+            "held_estimate": self._held_estimate,
+            "estimate_history": list(self._estimate_history),
             "val_sum": self._val_sum,
             "val_count": self._val_count,
             "loss_window": self._loss_window_state(),
@@ -517,6 +535,9 @@ class Monitor:
             self.divergence.best = float(state.get("best_train", math.inf))
         self.nonfinite.load_state_dict(state.get("nonfinite") or {})
         self._window_start = int(state.get("window_start", 0))
+        held = state.get("held_estimate")
+        self._held_estimate = None if held is None else tuple(float(v) for v in held)  # type: ignore[assignment]
+        self._estimate_history.extend(float(v) for v in state.get("estimate_history") or [])
         self._val_sum = float(state.get("val_sum", 0.0))
         self._val_count = float(state.get("val_count", 0.0))
         saved = state.get("loss_window")
