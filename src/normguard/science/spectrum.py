@@ -44,8 +44,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import linalg, stats
-from scipy.linalg import blas, lapack
+
+try:
+    from scipy import linalg, stats
+    from scipy.linalg import blas, lapack
+except ImportError as exc:  # the [science] extra
+    raise ImportError(
+        "normguard.science.spectrum needs scipy, which is not installed: pip install 'normguard[science]'"
+    ) from exc
 from torch import Tensor, nn
 
 from normguard.validation import check_choice, check_finite, check_int, check_matrix, check_real_array
