@@ -3,21 +3,19 @@
 Every action is an :class:`Action`: called with the verdict and an :class:`ActionContext`.
 A *trigger* action (``every_decision = False``) is called at each decision where the
 signature is active (``verdict.active``; ``verdict.fired`` marks the onset). A *controller*
-(``every_decision = True``) is called at every decision, signature or not.
+(``every_decision = True``) is called at every check, signature or not.
 
-=================  ==========================  =============================================
-name               class                       what it does
-=================  ==========================  =============================================
-``"warn"``         :class:`Warn`               one ``NormGuardWarning`` per firing
-``"weight_decay"`` :class:`RaiseWeightDecay`   multiply ``weight_decay`` while the signature
-                                               lasts (bounded, with a cooldown)
-``"hold_floor"``   :class:`~normguard.hold_floor.HoldNoiseFloor`     controller: a decoupled weight decay that keeps
-                                               the training loss at the noise floor
-``"stop"``         :class:`StopTraining`       stop, restoring the best-validation weights
-``"stop_no_restore"`` ``StopTraining(False)``  stop, keep the last weights
-a list             :class:`Escalation`         stages: the next when the signature persists
-a callable         :class:`CallableAction`     ``fn(verdict, context)`` at active decisions
-=================  ==========================  =============================================
+The named actions:
+
+- ``"warn"`` (:class:`Warn`): one ``NormGuardWarning`` per firing;
+- ``"weight_decay"`` (:class:`RaiseWeightDecay`): multiply ``weight_decay`` while the signature
+  lasts (bounded, with a cooldown);
+- ``"hold_floor"`` (:class:`~normguard.hold_floor.HoldNoiseFloor`): a controller, a decoupled
+  weight decay that keeps the training loss at the noise floor;
+- ``"stop"`` (:class:`StopTraining`): stop, restoring the best-validation weights;
+- ``"stop_no_restore"`` (``StopTraining(False)``): stop, keep the last weights;
+- a list (:class:`Escalation`): stages, the next when the signature persists;
+- a callable (:class:`CallableAction`): ``fn(verdict, context)`` at active decisions.
 
 ``describe()`` of a named action is its name. Subclass :class:`Action` for your own: the
 base has no-op ``bind``, ``reset``, ``state_dict``, ``load_state_dict`` and ``on_train_end``.
