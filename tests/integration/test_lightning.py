@@ -811,3 +811,35 @@ def test_nonfinite_validation_loss_is_an_event_in_a_trainer() -> None:
     )
     bad = [e for e in guard.events if e.kind == EventKind.NONFINITE_VAL_LOSS]
     assert len(bad) == 2 and bad[-1].data["count"] == 2
+
+
+def test_a_nan_monitor_value_does_not_make_a_false_stop() -> None:  # D2, through the Lightning door
+    values = iter([0.9, float("nan"), 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.04])
+
+    class Scripted(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = nn.Linear(4, 1)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return (self.net(x) - y).pow(2).mean()
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("val_loss", (self.net(x) - y).pow(2).mean() * 1e-3)  # other units: would become "best"
+            self.log("val_mae", next(values))  # improves at every finite validation
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 4, generator=g), torch.randn(32, 1, generator=g)
+    data = DataLoader(TensorDataset(x, y), batch_size=32)
+    guard = NormGuardCallback(every_n_steps=1, noise_floor=1.0, action="stop", monitor="val_mae", patience=3)
+    L.Trainer(max_epochs=12, logger=False, callbacks=[guard], num_sanity_val_steps=0, **QUIET).fit(
+        Scripted(), data, data
+    )
+    assert not guard.should_stop
+    assert guard.monitor.best is not None and guard.monitor.best.value == pytest.approx(0.04)
