@@ -23,7 +23,8 @@ import sys
 import warnings
 from typing import Any
 
-from normguard.cli import UsageError, usage_errors
+from normguard.cli import UsageError, add_progress_argument, progress_flag, usage_errors
+from normguard.progress import progress
 from normguard.validation import check_int
 
 _FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm")
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="figure to write: .png, .svg, .pdf or .html (default: %(default)s)",
     )
     parser.add_argument("--no-figure", action="store_true", help="only print the summary (no matplotlib needed)")
+    add_progress_argument(parser)
     parser.add_argument(
         "--top-k", type=int, default=5, help="layers whose norm changed most to show (default: %(default)s)"
     )
@@ -111,16 +113,22 @@ def run(args: argparse.Namespace) -> int:
     out = None if args.no_figure else str(args.out)
     if out is not None and not out.lower().endswith(_FIGURE_SUFFIXES):
         raise UsageError(f"--out must end in .png, .svg, .pdf or .html, got {out!r}")
+    bar = progress(None, "normguard report: reading", unit="run", enabled=progress_flag(args), tick=0.5)
     try:
         with warnings.catch_warnings():  # damaged files are reported below, once each
             warnings.simplefilter("ignore", report.DamagedLogWarning)
             runs = report.load_runs(args.logdir)
     except (FileNotFoundError, ValueError) as exc:
+        bar.close()
         raise UsageError(str(exc)) from None
     summaries = [report.summarize(r, top_k=args.top_k) for r in runs.values()]
-    if out is not None:
+    bar.set_description("normguard report: drawing")
+    if out is None:
+        bar.close()
+    else:
         try:
-            report.plot_report(runs, out, top_k=args.top_k, x=args.x)
+            with bar:
+                report.plot_report(runs, out, top_k=args.top_k, x=args.x)
         except ValueError as exc:
             raise UsageError(f"--x {args.x}: {exc}") from None
         except ImportError as exc:
