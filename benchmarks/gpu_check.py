@@ -311,7 +311,7 @@ def hold_floor_loop(device: str = "cuda", optimizer: str = "adam", steps: int = 
         "optimizer": type(opt).__name__,
         "error": error,
         "engaged": bool(getattr(action, "engaged", False)),
-        "max_decay": max(action.scalars().values(), default=0.0),
+        "max_decay": max(action.decays().values(), default=0.0),
         "restored": _restored_best(model, guard.monitor.best),
         "device": str(next(model.parameters()).device),
     }
@@ -365,7 +365,7 @@ def hold_floor_lightning(device: str = "cuda", epochs: int = 40) -> dict[str, An
     return {
         "front door": "Lightning Trainer",
         "engaged": bool(getattr(action, "engaged", False)),
-        "max_decay": max(action.scalars().values(), default=0.0) if action is not None else 0.0,
+        "max_decay": max(action.decays().values(), default=0.0) if action is not None else 0.0,
         "restored": guard.monitor is not None and _restored_best(module, guard.monitor.best),
         "device": f"{module.trained_on} (trained; on the CPU after Lightning's teardown)",
     }
@@ -422,7 +422,7 @@ def hold_floor_transformers(device: str = "cuda", epochs: int = 25) -> dict[str,
     return {
         "front door": "Hugging Face Trainer",
         "engaged": bool(getattr(action, "engaged", False)),
-        "max_decay": max(action.scalars().values(), default=0.0) if action is not None else 0.0,
+        "max_decay": max(action.decays().values(), default=0.0) if action is not None else 0.0,
         "restored": guard.monitor is not None and _restored_best(trainer.model, guard.monitor.best),
         "device": str(next(trainer.model.parameters()).device),
     }
