@@ -124,9 +124,7 @@ def run_arm(task_name: str, arm: str, seed: int, patience: int) -> dict[str, flo
             callbacks += [EarlyStopping(monitor="val_loss", patience=patience, mode="min"), checkpoint]
         elif arm.startswith("normguard"):
             action = "stop" if arm == "normguard_stop" else ["weight_decay", "stop"]
-            callbacks.append(
-                NormGuardCallback(every_n_steps=setup["every"], noise_floor=setup["floor"], action=action)
-            )
+            callbacks.append(NormGuardCallback(every_n_steps=setup["every"], noise_floor=setup["floor"], action=action))
         trainer = L.Trainer(
             max_epochs=setup["epochs"],
             callbacks=callbacks,
