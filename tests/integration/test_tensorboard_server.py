@@ -71,7 +71,8 @@ def train_real_run(log_dir: Path, steps: int = 300, action: str = "stop", name: 
                 with torch.no_grad():
                     val = (model(xv).squeeze(-1) - yv).pow(2).mean()
                 guard.validation_end(val)
-                out.norms[step] = guard.last_norms()["total"]
+                # the check's own measurement (after a restore, last_norms() shows the restored weights)
+                out.norms[step] = guard.monitor.last_host.total
                 out.val_losses[step] = val.item()
                 if guard.should_stop:
                     break
