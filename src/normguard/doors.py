@@ -27,6 +27,7 @@ from torch import Tensor
 
 from normguard.detector import NearInterpolationDetector
 from normguard.monitor import GuardResults, Monitor
+from normguard.norms import widest_float as loss_dtype
 from normguard.validation import check_int, is_real_number
 
 __all__ = [
@@ -127,11 +128,6 @@ def as_scalar(name: str, value: Any) -> Tensor:
     if tensor.numel() != 1:
         raise ValueError(f"Expected argument `{name}` to be a scalar but got shape {tuple(tensor.shape)}.")
     return tensor
-
-
-def loss_dtype(device: torch.device) -> torch.dtype:
-    """The dtype of host-made loss tensors on ``device``: float64, or float32 where it has none (MPS)."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def unwrap_optimizer(optimizer: Any) -> Any:

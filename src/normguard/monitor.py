@@ -36,7 +36,7 @@ from normguard.best import BestWeights, model_fingerprint, rekey_state
 from normguard.detector import Verdict
 from normguard.events import Event, EventKind
 from normguard.losses import LossBuffer, LossWindow
-from normguard.norms import HostSnapshot, NormEngine, ParamFilter
+from normguard.norms import HostSnapshot, NormEngine, ParamFilter, widest_float
 from normguard.options import GuardOptions
 from normguard.sinks import write_events
 from normguard.watchers import DivergenceWatcher, NonFiniteWatcher
@@ -125,7 +125,7 @@ class Monitor:
         # on the weights' device from the start, so the first loss needs no transfer; float64
         # sums where the device has them (MPS has not)
         device = self.engine.device
-        self._window = LossWindow(device, torch.float32 if device.type == "mps" else torch.float64)
+        self._window = LossWindow(device, widest_float(device))
         self._losses = LossBuffer(self._window, capacity=min(options.every_n_steps, 1024))
         self.action.bind(self.optimizers)
         self.start_fresh()

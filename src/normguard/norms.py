@@ -162,8 +162,20 @@ def group_parameters(
 
 
 # ------------------------------------------------------------------ buckets and the reduction
+def widest_float(device: torch.device) -> torch.dtype:
+    """The widest float ``device`` computes in: float64, or float32 where it has none (MPS).
+
+    The one place normguard makes this choice (norm combination, loss tensors made on the host).
+
+    Example:
+        >>> widest_float(torch.device("cpu")), widest_float(torch.device("mps"))
+        (torch.float64, torch.float32)
+    """
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def _has_float64(device: torch.device) -> bool:
-    return device.type != "mps"
+    return widest_float(device) == torch.float64
 
 
 def _accumulation(dtype: torch.dtype, device: torch.device, wide: bool) -> tuple[torch.dtype | None, bool]:
@@ -289,7 +301,7 @@ class _Plan:
             )
         self.home = locals_[0][0].device if locals_ else torch.device("cpu")
         self.sharded = any(w is not None for _, w in locals_)
-        self.combine = torch.float64 if _has_float64(self.home) else torch.float32
+        self.combine = widest_float(self.home)
         self.buckets = _buckets([t for t, _ in locals_], [w is not None for _, w in locals_])
         self.scaled = self.combine != torch.float64 or any(b.dtype.itemsize >= 8 for b in self.buckets)
         replicated = [i for b in self.buckets if not b.sharded for i in b.positions]
@@ -406,7 +418,7 @@ class NormSnapshot:
             ('2e+20', [])
         """
         device = self.layer_norm.device
-        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        wide = widest_float(device)
         optional = (self.init_distance, self.update_size, self.best_distance)
         parts = [p for p in (self.layer_norm, *optional) if p is not None]
         parts.extend(t.detach().reshape(-1) for t in extra)
