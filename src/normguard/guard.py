@@ -33,7 +33,6 @@ from typing import Any, NoReturn
 
 import torch
 from torch import Tensor, nn
-from typing_extensions import Unpack
 
 from normguard.detector import Verdict
 from normguard.doors import (
@@ -46,7 +45,7 @@ from normguard.doors import (
     unwrap_optimizer,
 )
 from normguard.monitor import Monitor
-from normguard.options import GuardOptions, GuardOptionsKwargs, takes_options
+from normguard.options import GuardOptions, takes_options
 from normguard.sinks import SummaryWriterSink
 
 __all__ = ["NormGuard", "as_loss_tensor", "unwrap_optimizer"]  # the two helpers: re-exported from doors
@@ -79,7 +78,7 @@ class NormGuard(DoorResults):
         every_n_steps: int = 50,
         *,
         attach: bool = False,
-        **options: Unpack[GuardOptionsKwargs],
+        **options: Any,
     ) -> None:
         every_n_steps = check_interval("every_n_steps", every_n_steps)
         self.options = GuardOptions.from_kwargs("NormGuard", options, every_n_steps=every_n_steps)

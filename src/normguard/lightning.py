@@ -71,11 +71,11 @@ except ImportError as exc:  # lightning is an optional extra
     raise ImportError(
         "normguard.lightning needs Lightning (`lightning>=2.2`): pip install 'normguard[lightning]'"
     ) from exc
-from typing_extensions import Unpack, override
+from typing_extensions import override
 
 from normguard.doors import DoorResults, check_interval, crossed, missing_metric, renamed, run_check
 from normguard.monitor import Monitor, StateError
-from normguard.options import GuardOptions, GuardOptionsKwargs, takes_options
+from normguard.options import GuardOptions, takes_options
 from normguard.sinks import MetricsLoggerSink, SummaryWriterSink
 from normguard.validation import check_name
 
@@ -123,7 +123,7 @@ class NormGuardCallback(DoorResults, Callback):
         train_loss: str = "train_loss",
         val_loss: str | None = "val_loss",
         name: str | None = None,
-        **options: Unpack[GuardOptionsKwargs],
+        **options: Any,
     ) -> None:
         every = renamed(
             "NormGuardCallback", "every_n_train_steps", "every_n_steps", every_n_train_steps, every_n_steps, 50

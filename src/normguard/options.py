@@ -16,12 +16,17 @@ Example:
     ...
     ValueError: Expected argument `mode` to be 'min' when no validation metric is named (`monitor=None`) but got 'max'.
 
-The front doors take these options as ``**options`` typed :class:`GuardOptionsKwargs`
-(``Unpack``: IDEs complete and check the names) and build the object with
-:meth:`GuardOptions.from_kwargs`; :func:`takes_options` writes the options into the front
-door's signature, so ``help()`` and ``inspect.signature`` list them with their defaults.
-Only what differs between front doors (the check interval's name and default, the loop's
-own arguments) is spelled in the front door.
+Each option's name, type and default are written once, as a field of :class:`GuardOptions`.
+The front doors take them as ``**options`` and build the object with
+:meth:`GuardOptions.from_kwargs`; :func:`takes_options` writes the fields into the front
+door's signature, so ``help()``, ``inspect.signature`` and the editors that read the live
+signature (IPython, Jupyter) list them with their defaults. Only what differs between front
+doors (the check interval's name and default, the loop's own arguments) is spelled in the
+front door: the fields marked ``per_door`` below, which :data:`OPTION_NAMES` leaves out.
+
+Example:
+    >>> OPTION_NAMES[:3], "every_n_steps" in OPTION_NAMES
+    (('noise_floor', 'action', 'patience'), False)
 """
 
 from __future__ import annotations
@@ -31,39 +36,20 @@ import difflib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, TypedDict, TypeVar
+from typing import Any, Literal, TypeVar
 
 from normguard.actions import Action, resolve_action
 from normguard.detector import NearInterpolationDetector
 from normguard.sinks import check_sinks
 from normguard.validation import check_bool, check_choice, check_int, check_name
 
-__all__ = ["DEFAULT_PATIENCE", "OPTION_NAMES", "GuardOptions", "GuardOptionsKwargs", "takes_options"]
+__all__ = ["DEFAULT_PATIENCE", "OPTION_NAMES", "GuardOptions", "takes_options"]
 
 DEFAULT_PATIENCE = 10
 
 
-class GuardOptionsKwargs(TypedDict, total=False):
-    """The options every front door takes as keyword arguments; each is documented on :class:`GuardOptions`."""
-
-    noise_floor: float | str | None
-    action: Any
-    patience: int | None
-    detector: NearInterpolationDetector | None
-    monitor: str | None
-    mode: Literal["min", "max"]
-    include_frozen: bool
-    track_init_distance: bool
-    track_update_size: bool
-    offload: Literal["cpu", "device"]
-    log_layers: bool
-    sinks: Sequence[Any]
-    best_weights_in_checkpoint: bool
-    max_history: int
-
-
-OPTION_NAMES: tuple[str, ...] = tuple(GuardOptionsKwargs.__annotations__)
-"""The names a front door's ``**options`` accepts, in :class:`GuardOptions`' order."""
+#: a field each front door spells itself (its own name and default): not one of ``**options``
+_PER_DOOR = {"per_door": True}
 
 
 @dataclass(frozen=True)
@@ -72,6 +58,8 @@ class GuardOptions:
 
     Args:
         every_n_steps: optimizer steps between checks (one norm pass, one host transfer).
+        interval_name: the name the front door gives ``every_n_steps`` (in its errors). These two
+            are spelled by each front door itself, with its own default: not in ``**options``.
         noise_floor: σ̂²: a float ≥ 0 (known), ``"estimate"`` (estimated from the model's own
             validation predictions), ``"auto"`` (legacy: the lowest validation loss) or ``None``.
         action: a name, an :class:`~normguard.actions.Action`, a callable or a list
@@ -96,7 +84,7 @@ class GuardOptions:
             checkpoint: about 200 bytes each); older ones are dropped.
     """
 
-    every_n_steps: int = 50
+    every_n_steps: int = field(default=50, metadata=_PER_DOOR)
     noise_floor: float | str | None = None
     action: Any = None
     patience: int | None = None
@@ -111,7 +99,7 @@ class GuardOptions:
     sinks: Sequence[Any] = field(default=())
     best_weights_in_checkpoint: bool = True
     max_history: int = 1000
-    interval_name: str = "every_n_steps"
+    interval_name: str = field(default="every_n_steps", metadata=_PER_DOOR)
 
     def __post_init__(self) -> None:
         check_int(self.interval_name, self.every_n_steps, 1)
@@ -182,6 +170,9 @@ class GuardOptions:
             values["sinks"] = tuple(check_sinks(values["sinks"]))
         return cls(every_n_steps=every_n_steps, interval_name=interval_name, **values)
 
+
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GuardOptions) if not f.metadata.get("per_door"))
+"""The names a front door's ``**options`` accepts, in :class:`GuardOptions`' order."""
 
 InitT = TypeVar("InitT", bound=Callable[..., None])
 

@@ -46,7 +46,6 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
-from typing_extensions import Unpack
 
 try:
     from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -61,7 +60,7 @@ from normguard.doors import DoorResults, any_rank, check_interval, crossed, loss
 from normguard.doors import unwrap_optimizer as _unwrap
 from normguard.events import from_json_safe, to_json_safe
 from normguard.monitor import Monitor, StateError
-from normguard.options import OPTION_NAMES, GuardOptions, GuardOptionsKwargs, takes_options
+from normguard.options import OPTION_NAMES, GuardOptions, takes_options
 from normguard.sinks import SummaryWriterSink
 from normguard.validation import check_bool, check_choice, check_name
 
@@ -112,7 +111,7 @@ class NormGuardTrainerCallback(DoorResults, TrainerCallback, ExportableState):
         name: str | None = None,
         inflated_loss: str | None = None,
         _rebuild: Any = False,
-        **options: Unpack[GuardOptionsKwargs],
+        **options: Any,
     ) -> None:
         self.every_n_steps = None if every_n_steps is None else check_interval("every_n_steps", every_n_steps)
         self.options = GuardOptions.from_kwargs("NormGuardTrainerCallback", options, every_n_steps=every_n_steps or 1)
