@@ -18,7 +18,7 @@ import inspect
 import logging
 import operator
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,14 @@ __all__ = [
     "any_rank",
     "as_loss_tensor",
     "as_scalar",
+    "check_and_agree",
     "check_interval",
     "crossed",
     "is_logging_rank",
     "loss_dtype",
     "missing_metric",
     "renamed",
+    "retired",
     "run_check",
     "unwrap_optimizer",
     "world_size",
@@ -79,6 +81,11 @@ def renamed(door: str, old: str, new: str, old_value: Any, new_value: Any, defau
         stacklevel=3,
     )
     return old_value
+
+
+def retired(door: str, name: str, advice: str) -> None:
+    """The ``FutureWarning`` for an argument that is no longer used (it is accepted and ignored)."""
+    warnings.warn(f"{door}({name}=...) is no longer used: {advice}", FutureWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -208,6 +215,24 @@ def run_check(
     if not _CHECK_TAKES_ESTIMATE:  # pragma: no cover - the core without estimates
         raise NotImplementedError("This normguard's Monitor.check takes no `floor_estimate` yet.")
     return monitor.check(step, val_loss=val_loss, val_metric=val_metric, floor_estimate=floor_estimate)
+
+
+def check_and_agree(
+    monitor: Monitor,
+    step: int,
+    agree: Callable[[bool], bool],
+    val_loss: Tensor | float | None = None,
+    val_metric: Tensor | float | None = None,
+    floor_estimate: Any = None,
+) -> bool:
+    """A check (:func:`run_check`), then whether training stops: the monitor's stop request OR-ed
+    over the ranks by ``agree`` (so every rank stops at the same step and none hangs); a rank that
+    stops because another asked records it (``follow_stop``)."""
+    run_check(monitor, step, val_loss, val_metric, floor_estimate)
+    if not agree(monitor.should_stop):
+        return False
+    monitor.follow_stop(step)
+    return True
 
 
 class DoorResults(GuardResults):
