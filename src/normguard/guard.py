@@ -63,10 +63,8 @@ class NormGuard(DoorResults):
         every_n_steps: optimizer steps between checks (the same meaning in every front door).
         attach: register an optimizer step post-hook that counts steps, so the loop only
             reports losses with :meth:`report_loss`.
-        noise_floor, action, patience, detector, monitor, mode, include_frozen,
-            track_init_distance, track_update_size, offload, log_layers, sinks,
-            best_weights_in_checkpoint, max_history (``**options``): see
-            :class:`~normguard.options.GuardOptions`; another name raises ``TypeError``.
+        **options: the options of :class:`~normguard.options.GuardOptions` (``help()`` lists
+            them with their defaults); another name raises ``TypeError``.
     """
 
     @takes_options

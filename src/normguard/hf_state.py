@@ -23,13 +23,16 @@ import os
 import re
 import weakref
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from normguard.events import from_json_safe, to_json_safe
 from normguard.monitor import Monitor, StateError
 from normguard.options import GuardOptions
+
+if TYPE_CHECKING:  # for the annotations only: the door imports this module
+    from normguard.transformers import NormGuardTrainerCallback
 
 __all__ = [
     "BEST_WEIGHTS_FILE",
@@ -49,7 +52,7 @@ log = logging.getLogger("normguard")
 
 BEST_WEIGHTS_FILE = "normguard_best_weights.pt"
 STATE_VERSION = 1
-_GIVEN_TRAINER: weakref.WeakSet[Any] = weakref.WeakSet()  # the callbacks built with their Trainer
+_GIVEN_TRAINER: weakref.WeakSet[NormGuardTrainerCallback] = weakref.WeakSet()  # the callbacks built with their Trainer
 
 
 def weights_file(name: str | None) -> str:
@@ -100,7 +103,7 @@ def save_weights(monitor: Monitor, folder: str, name: str | None) -> None:
     torch.save({**saved, "drift": drift}, os.path.join(folder, weights_file(name)))
 
 
-def find_saved(callback: Any, state: Any) -> dict[str, Any] | None:
+def find_saved(callback: NormGuardTrainerCallback, state: Any) -> dict[str, Any] | None:
     """The latest run state of ``callback`` in ``state.stateful_callbacks`` (Hugging Face appends
     an entry per save; the last one with its ``name``), else its ``restored_state`` (set by hand
     or by a rebuild)."""
@@ -112,7 +115,7 @@ def find_saved(callback: Any, state: Any) -> dict[str, Any] | None:
     return _valid(callback.restored_state) if callback.restored_state else None
 
 
-def check_unique(callback: Any, state: Any) -> None:
+def check_unique(callback: NormGuardTrainerCallback, state: Any) -> None:
     """Refuse two callbacks of one Trainer with the same ``name``: their states would collide."""
     if callback.trainer is not None:
         names = [c.name for c in callback.trainer.callback_handler.callbacks if isinstance(c, type(callback))]
@@ -148,12 +151,12 @@ def load(monitor: Monitor, saved: Mapping[str, Any], args: Any, step: int) -> in
     return int(saved.get("last_check_step", 0))
 
 
-def keep_live(callback: Any) -> None:
+def keep_live(callback: NormGuardTrainerCallback) -> None:
     """Remember ``callback``, built with its ``trainer``: a rebuild from a checkpoint hands over to it."""
     _GIVEN_TRAINER.add(callback)
 
 
-def hand_over(rebuilt: Any, state: Any, not_json: list[str]) -> Any:
+def hand_over(rebuilt: NormGuardTrainerCallback, state: Any, not_json: list[str]) -> NormGuardTrainerCallback | None:
     """The user's callback that Hugging Face replaced by ``rebuilt`` (built from a checkpoint's
     ``args``) on the Trainer whose state is ``state``, put back in its place among the Trainer's
     callbacks; ``None`` when it was not built with its Trainer (the rebuilt one then trains)."""
@@ -171,7 +174,7 @@ def hand_over(rebuilt: Any, state: Any, not_json: list[str]) -> Any:
     return None
 
 
-def _entries(callback: Any, state: Any) -> list[dict[str, Any]]:
+def _entries(callback: NormGuardTrainerCallback, state: Any) -> list[dict[str, Any]]:
     """The states saved under the callback's class name in ``state.stateful_callbacks``: one dict,
     or a list when a class has several instances (a dict once built; typed as a list)."""
     found = (

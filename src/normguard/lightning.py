@@ -92,10 +92,8 @@ class NormGuardCallback(DoorResults, Callback):
     Args:
         every_n_steps: optimizer steps (``trainer.global_step``) between checks, as in every
             normguard front door. ``every_n_train_steps`` is its old name (a ``FutureWarning``).
-        noise_floor, action, patience, detector, monitor, mode, include_frozen,
-            track_init_distance, track_update_size, offload, log_layers, sinks,
-            best_weights_in_checkpoint, max_history (``**options``): see
-            :class:`~normguard.options.GuardOptions`; another name raises ``TypeError``.
+        **options: the options of :class:`~normguard.options.GuardOptions` (``help()`` lists
+            them with their defaults); another name raises ``TypeError``.
             ``monitor`` names a metric you log in ``validation_step`` (e.g. ``"val_acc"``,
             ``mode="max"``), as for Lightning's ``EarlyStopping``. Actions act on
             ``trainer.optimizers`` and on ``trainer.should_stop``. With

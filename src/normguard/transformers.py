@@ -67,8 +67,9 @@ class NormGuardTrainerCallback(doors.DoorResults, TrainerCallback, ExportableSta
             :func:`~normguard.hf_setup.loss_scales`). ``None``/``True``: read as they are.
         name: a label; two callbacks on one Trainer need different names.
         inflated_loss: no longer used (a ``FutureWarning``); see ``model_uses_num_items``.
-        **options: the options of :class:`~normguard.options.GuardOptions` (``help()`` lists them);
-            ``monitor`` names an evaluation metric (``"accuracy"`` is read as ``"eval_accuracy"``).
+        **options: the options of :class:`~normguard.options.GuardOptions` (``help()`` lists
+            them with their defaults); another name raises ``TypeError``. ``monitor`` names an
+            evaluation metric (``"accuracy"`` is read as ``"eval_accuracy"``).
     """
 
     @takes_options
