@@ -79,13 +79,16 @@ class HoldNoiseFloor(Action):
     ``trend_steps`` steps, or of the last three checks) and F the floor:
 
     * error e = log F − (the line's level now) − (its slope per step) · ``horizon``, the
-      look-ahead bounded by ± ``full_error``: positive while the model fits below the floor
-      or is heading there, negative when above it or rising through it (the look-ahead is
-      what keeps λ from overshooting: it stops raising λ once the loss has turned up);
-    * it engages at the first check where L < F or the trend predicts the crossing within
-      ``horizon`` steps, starting each group at lr · λ = ``initial_shrink`` (on an estimated
-      floor, not while the validation score still improves: the guard passes
-      ``ActionContext.may_engage``);
+      look-ahead bounded below by −``full_error`` and above by log(1 + ``approach``):
+      positive while the model fits below the floor or is heading there from within
+      ``approach`` above it, negative when further above it or rising through it (the
+      look-ahead is what keeps λ from overshooting: it stops raising λ once the loss has
+      turned up; its upper bound is what keeps the controller out of a run that is still
+      learning far above the floor, where slowing the fit only costs accuracy);
+    * it engages at the first check where L < F or the trend, from within ``approach`` above
+      the floor, predicts the crossing within ``horizon`` steps, starting each group at
+      lr · λ = ``initial_shrink`` (on an estimated floor, not while the validation score still
+      improves: the guard passes ``ActionContext.may_engage``);
     * |e| ≤ log(1 + ``deadband``): λ is left alone;
     * otherwise log λ moves by ``max_rate`` · clip(e / ``full_error``, ±1) at each of the next
       ``move_steps`` optimizer steps. The rate is per step, so how often validation runs does
@@ -111,6 +114,8 @@ class HoldNoiseFloor(Action):
         full_error: the (log) error at which λ moves at ``max_rate``; proportionally below it.
         deadband: relative error of the training loss to the floor tolerated without change.
         horizon: optimizer steps the loss trend is projected ahead.
+        approach: how far above the floor (a fraction of it) a falling loss starts to count as
+            heading under it.
         trend_steps: optimizer steps of history the trend is fitted on (at least 3 checks).
         move_steps: optimizer steps λ keeps moving after a check; with sparser checks it then
             waits for the next one (it never acts far beyond what it has seen).
@@ -137,9 +142,10 @@ class HoldNoiseFloor(Action):
         self,
         *,
         max_rate: float = 0.03,
-        full_error: float = 0.5,
+        full_error: float = 0.2,
         deadband: float = 0.03,
         horizon: int = 200,
+        approach: float = 0.1,
         trend_steps: int = 50,
         move_steps: int = 25,
         initial_shrink: float = 1e-3,
@@ -157,6 +163,7 @@ class HoldNoiseFloor(Action):
         self.full_error = check_number("full_error", full_error, low=0.0, low_open=True)
         self.deadband = check_number("deadband", deadband, low=0.0, high=1.0)
         self.horizon = check_int("horizon", horizon, 0)
+        self.approach = check_number("approach", approach, low=0.0)
         self.trend_steps = check_int("trend_steps", trend_steps, 1)
         self.move_steps = check_int("move_steps", move_steps, 1)
         self.initial_shrink = check_number("initial_shrink", initial_shrink, low=0.0, low_open=True, high=1.0)
@@ -193,6 +200,7 @@ class HoldNoiseFloor(Action):
             full_error=self.full_error,
             deadband=self.deadband,
             horizon=self.horizon,
+            approach=self.approach,
             trend_steps=self.trend_steps,
             move_steps=self.move_steps,
             initial_shrink=self.initial_shrink,
@@ -321,7 +329,9 @@ class HoldNoiseFloor(Action):
         self._trend.append((step, log_loss))
         slope, level = self._trend_line(step, log_loss)
         now = math.log(floor) - level  # the trend line's level: one noisy check does not move λ alone
-        error = now + max(-self.full_error, min(self.full_error, -slope * self.horizon))
+        # the look-ahead raises λ only within `approach` above the floor: far above it, a falling
+        # loss is still learning, and slowing it there is what cost the CNNs under AdamW
+        error = now + max(-self.full_error, min(math.log1p(self.approach), -slope * self.horizon))
         deadband = math.log1p(self.deadband)
         if not self.engaged:
             if (loss >= floor and error <= deadband) or not context.may_engage:

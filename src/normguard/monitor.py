@@ -54,6 +54,10 @@ _REQUIRED_KEYS = ("version", "detector", "action", "events")
 #: 2 % symmetric noise on 10 classes has a floor of 0.13
 CLEAN_LABELS_FLOOR = 0.05
 
+#: the estimates of the last three validations must lie within this ratio of each other before a
+#: controller engages on them (see :attr:`Monitor.estimate_settled`)
+ESTIMATE_SPREAD = 1.15
+
 
 def _estimate_values(estimate: Any) -> tuple[float, float, float] | None:
     """(value, low, high) of a floor estimate; None for one that failed (too few samples)."""
@@ -221,16 +225,17 @@ class Monitor:
         held = self._held_estimate
         if held is None or value <= held[0]:
             held = self._held_estimate = (value, low, high)
-        self._estimate_history.append(held[0])
+        self._estimate_history.append(value)
         setter(*held)
         self._floor_interval = (held[1], held[2])
 
     @property
     def estimate_settled(self) -> bool:
-        """Whether the held floor estimate has settled: three validations seen, and it fell by
-        less than 10 % over the last two."""
+        """Whether the floor estimate has settled: the last three validations' estimates lie
+        within 15 % of each other (early in training, or while the model jumps around at a high
+        learning rate, they do not, and an estimate then is not the noise)."""
         history = self._estimate_history
-        return len(history) >= 3 and history[-1] >= 0.9 * history[-3]
+        return len(history) >= 3 and max(history) <= ESTIMATE_SPREAD * min(history)
 
     def _measure(
         self, step: int, val_loss: Tensor | float | None, val_metric: Tensor | float | None
