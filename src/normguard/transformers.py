@@ -40,6 +40,7 @@ from normguard import doors, hf_setup, hf_state
 from normguard.hf_setup import eval_key
 from normguard.hf_state import BEST_WEIGHTS_FILE
 from normguard.monitor import Monitor
+from normguard.noise_floor import FloorEstimate
 from normguard.options import GuardOptions, takes_options
 from normguard.validation import check_bool, check_choice, check_name
 
@@ -110,7 +111,7 @@ class NormGuardTrainerCallback(doors.DoorResults, TrainerCallback, ExportableSta
         self._training = self._stopped_at_start = False
         self._last_check_step = self._begin = 0
         self._scales = (1.0, 1.0)  # multiply the logged training / evaluation losses
-        self._device = torch.device("cpu")
+        self._agree = functools.partial(doors.any_rank, device=torch.device("cpu"))  # one stop for every rank
         self._run: tuple[str, TrainerState] | None = None  # the output folder; the TrainerState counts on in place
         self._tensorboard = hf_setup.TensorBoardRun(trainer, None, main_process=False)
 
@@ -138,7 +139,7 @@ class NormGuardTrainerCallback(doors.DoorResults, TrainerCallback, ExportableSta
         hf_state.check_unique(self, state)
         if self.monitor is not None:  # a previous train(): unhook it
             self.monitor.action.unbind()
-        self._device = torch.device(args.device)
+        self._agree = functools.partial(doors.any_rank, device=torch.device(args.device))
         self._run = (os.path.abspath(str(args.output_dir)), state)
         self._tensorboard = hf_setup.TensorBoardRun(self.trainer, args, bool(state.is_world_process_zero))
         self.monitor = Monitor(
@@ -204,8 +205,6 @@ class NormGuardTrainerCallback(doors.DoorResults, TrainerCallback, ExportableSta
     def _estimate(self, metrics: dict[str, Any], prefix: str) -> Any:
         if self.detector.noise_floor != "estimate":
             return None
-        from normguard.noise_floor import FloorEstimate
-
         key = f"{prefix}_noise_floor"
         value, low, high = (self._metric(metrics, "noise_floor", key + s) for s in ("", "_low", "_high"))
         return FloorEstimate(value=value, low=low, high=high, n=int(metrics.get(key + "_n", 0)), kind="classification")
@@ -214,8 +213,7 @@ class NormGuardTrainerCallback(doors.DoorResults, TrainerCallback, ExportableSta
         self, control: TrainerControl, step: int, val: Any = None, metric: Any = None, estimate: Any = None
     ) -> None:
         assert self.monitor is not None  # stopped already: the Trainer still finishes its evaluation and save
-        agree = functools.partial(doors.any_rank, device=self._device)
-        if self.monitor.should_stop or doors.check_and_agree(self.monitor, step, agree, val, metric, estimate):
+        if self.monitor.should_stop or doors.check_and_agree(self.monitor, step, self._agree, val, metric, estimate):
             control.should_training_stop = True
 
     def on_pre_optimizer_step(
