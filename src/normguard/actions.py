@@ -75,6 +75,9 @@ class ActionContext:
     noise_floor: float | None = None
     #: whether a controller may engage now (False on an estimated floor while validation still improves)
     may_engage: bool = True
+    #: whether the latest validation score is worse than the best by more than
+    #: :data:`~normguard.monitor.ENDED_WORSE_BY` (read at the end of training)
+    ended_worse: bool = False
 
 
 class Action:

@@ -78,16 +78,33 @@ class BestWeights:
         self.value = math.inf if mode == "min" else -math.inf
         self.step: int | None = None
         self.state: dict[str, Tensor] | None = None
+        self.last: float | None = None  # the latest score offered, best or not
 
     def improves(self, value: float) -> bool:
         return value < self.value if self.mode == "min" else value > self.value
 
     def offer(self, model: nn.Module, value: float, step: int) -> bool:
+        if math.isfinite(value):
+            self.last = float(value)
         if not math.isfinite(value) or not self.improves(value):
             return False
         self.value, self.step = float(value), int(step)
         self.state = {k: v.detach().to(self.device, copy=True) for k, v in model.state_dict().items()}
         return True
+
+    def ended_worse(self, by: float) -> bool:
+        """Whether the latest score is worse than the best by more than ``by`` (a fraction of the best's size).
+
+        Example:
+            >>> best = BestWeights(mode="max")
+            >>> best.value, best.last = 60.0, 58.0
+            >>> best.ended_worse(0.02), best.ended_worse(0.05)
+            (True, False)
+        """
+        if self.last is None or not math.isfinite(self.value):
+            return False
+        margin = by * abs(self.value)
+        return self.last > self.value + margin if self.mode == "min" else self.last < self.value - margin
 
     def restore(self, model: nn.Module) -> bool:
         if self.state is None:
@@ -101,6 +118,7 @@ class BestWeights:
             "value": self.value,
             "step": self.step,
             "mode": self.mode,
+            "last": self.last,
             "state": self.state if with_weights else None,
         }
 
@@ -108,6 +126,8 @@ class BestWeights:
         default = math.inf if self.mode == "min" else -math.inf
         self.value = float(state.get("value", default))
         self.step = state.get("step")
+        last = state.get("last")
+        self.last = None if last is None else float(last)
         self.state = state.get("state")
         if self.state is None:  # saved without weights: the next validation sets "best" again
             self.value, self.step = default, None

@@ -123,8 +123,11 @@ class HoldNoiseFloor(Action):
         max_shrink: upper bound of lr · λ (fraction of each weight removed per step).
         param_groups: indices of the groups to act on (see above for the default).
         restore_best_at_end: put the best-validation weights back when training ends:
-            ``"engaged"`` (default) if the controller engaged during the run, ``True`` always,
-            ``False`` never.
+            ``"engaged_or_worse"`` (default) if the controller engaged during the run or the last
+            validation score is worse than the best by more than
+            :data:`~normguard.monitor.ENDED_WORSE_BY` (2 %; a run that overfits while its
+            training loss is still above the floor), ``"engaged"`` only if it engaged, ``True``
+            always, ``False`` never.
 
     Example:
         >>> model = torch.nn.Linear(2, 1)
@@ -151,7 +154,7 @@ class HoldNoiseFloor(Action):
         initial_shrink: float = 1e-3,
         max_shrink: float = 0.1,
         param_groups: Sequence[int] | None = None,
-        restore_best_at_end: bool | Literal["engaged"] = "engaged",
+        restore_best_at_end: bool | Literal["engaged", "engaged_or_worse"] = "engaged_or_worse",
         **removed: Any,
     ) -> None:
         for key in removed:
@@ -174,14 +177,14 @@ class HoldNoiseFloor(Action):
                 f"({self.max_shrink})."
             )
         self.param_groups = _check_param_groups(param_groups)
-        restore: bool | Literal["engaged"]
+        restore: bool | Literal["engaged", "engaged_or_worse"]
         if isinstance(restore_best_at_end, str):
-            if restore_best_at_end != "engaged":
+            if restore_best_at_end not in ("engaged", "engaged_or_worse"):
                 raise ValueError(
-                    "Expected argument `restore_best_at_end` to be True, False or 'engaged' "
+                    "Expected argument `restore_best_at_end` to be True, False, 'engaged' or 'engaged_or_worse' "
                     f"but got {restore_best_at_end!r}."
                 )
-            restore = "engaged"
+            restore = "engaged" if restore_best_at_end == "engaged" else "engaged_or_worse"
         else:
             restore = check_bool("restore_best_at_end", restore_best_at_end)
         self.restore_best_at_end = restore
@@ -463,7 +466,12 @@ class HoldNoiseFloor(Action):
         return out
 
     def on_train_end(self, context: ActionContext) -> None:
-        if self.restore_best_at_end is True or (self.restore_best_at_end == "engaged" and self.engaged):
+        when = self.restore_best_at_end
+        if (
+            when is True
+            or (when in ("engaged", "engaged_or_worse") and self.engaged)
+            or (when == "engaged_or_worse" and context.ended_worse)
+        ):
             context.restore_best()
 
     # ----------------------------------------------------------------- state

@@ -43,7 +43,15 @@ from normguard.watchers import DivergenceWatcher, NonFiniteWatcher
 
 log = logging.getLogger("normguard")
 
-__all__ = ["CLEAN_LABELS_FLOOR", "STATE_VERSION", "GuardResults", "Monitor", "StateError"]
+__all__ = [
+    "CLEAN_LABELS_FLOOR",
+    "ENDED_WORSE_BY",
+    "ESTIMATE_SPREAD",
+    "STATE_VERSION",
+    "GuardResults",
+    "Monitor",
+    "StateError",
+]
 
 STATE_VERSION = 2
 _REQUIRED_KEYS = ("version", "detector", "action", "events")
@@ -57,6 +65,10 @@ CLEAN_LABELS_FLOOR = 0.05
 #: the estimates of the last three validations must lie within this ratio of each other before a
 #: controller engages on them (see :attr:`Monitor.estimate_settled`)
 ESTIMATE_SPREAD = 1.15
+
+#: a run "ended worse" when its last validation score is worse than its best by more than this
+#: fraction of the best (``hold_floor`` then restores the best weights even if it never engaged)
+ENDED_WORSE_BY = 0.02
 
 
 def _estimate_values(estimate: Any) -> tuple[float, float, float] | None:
@@ -328,6 +340,7 @@ class Monitor:
             train_loss=None if reading is None else reading.train_loss,
             noise_floor=floor,
             may_engage=may_engage,
+            ended_worse=self.best is not None and self.best.ended_worse(ENDED_WORSE_BY),
         )
 
     # ---------------------------------------------------------------- stopping and restoring

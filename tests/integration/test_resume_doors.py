@@ -26,7 +26,7 @@ from normguard.events import EventKind
 from normguard.science.datasets import power_law_regression
 
 FLOOR = 1.0
-STEPS = 40
+STEPS = 60
 
 
 @pytest.fixture(autouse=True)

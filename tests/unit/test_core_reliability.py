@@ -167,3 +167,26 @@ def test_the_guard_holds_the_lowest_estimate_engages_once_settled_and_reads_tiny
     clean.step(torch.tensor(0.5))
     clean.validation_end(0.3, noise_estimate=FloorEstimate(0.02, 0.01, 0.03, 100, "classification"))
     assert clean.detector.current_floor() == 0.0  # clean labels: nothing to hold
+
+
+@pytest.mark.parametrize(("last_val", "restored"), [(0.95, True), (0.81, False)])
+def test_hold_floor_restores_a_run_that_ended_worse_even_if_it_never_engaged(last_val: float, restored: bool) -> None:
+    model, opt = model_and_opt()
+    guard = ng.NormGuard(model, opt, every_n_steps=1, noise_floor=1e-6, action="hold_floor")  # never reached
+    x = torch.randn(8, 4)
+    with guard:
+        for step, val in enumerate([1.0, 0.8, 0.9, last_val], start=1):
+            loss = model(x).pow(2).mean() + 1.0
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            guard.step(loss)
+            guard.validation_end(val)
+            if step == 2:
+                at_best = [p.detach().clone() for p in model.parameters()]
+    assert not guard.monitor.action.engaged
+    kinds = [e.kind for e in guard.events]
+    # 0.95 is more than ENDED_WORSE_BY (2 %) above the best 0.8: the best weights come back; 0.81 is not
+    assert (EventKind.RESTORE in kinds) is restored
+    same = all(torch.equal(a, b) for a, b in zip(at_best, model.parameters()))
+    assert same is restored

@@ -390,7 +390,7 @@ def test_restore_at_the_end_follows_the_setting(setting: bool | str, engaged: bo
 
 
 def test_restore_setting_is_checked() -> None:
-    with pytest.raises(ValueError, match="`restore_best_at_end` to be True, False or 'engaged'"):
+    with pytest.raises(ValueError, match="`restore_best_at_end` to be True, False, 'engaged' or 'engaged_or_worse'"):
         HoldNoiseFloor(restore_best_at_end="always")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="`restore_best_at_end` to be a bool"):
         HoldNoiseFloor(restore_best_at_end=1)  # type: ignore[arg-type]
