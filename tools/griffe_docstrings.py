@@ -6,9 +6,7 @@ sources are not touched):
 
 * ``Example:`` headings into ``Examples:``, so that ``>>>`` lines are shown as code (and not
   read as Markdown, where ``['below_floor']`` looks like a link);
-* an argument entry naming several arguments (``a, b, c: text`` or the front doors'
-  ``a, b, ... (``**options``): see GuardOptions``) into one entry per name, or one
-  ``**options`` entry;
+* an argument entry naming several arguments (``a, b, c: text``) into one entry per name;
 * Sphinx roles (``:class:`~normguard.options.GuardOptions```) into inline code.
 
 mkdocs.yml loads it with ``extensions: [tools/griffe_docstrings.py:DocstringTidy]``.
@@ -36,7 +34,6 @@ except ImportError:  # pragma: no cover - only without the docs extra
 
 _ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj|ref):`(~?)([^`]+)`")
 _EXAMPLE = re.compile(r"^(\s*)Example:\s*$", re.MULTILINE)
-_OPTIONS_ENTRY = re.compile(r"^(\s*)((?:\w+,\s*)+\w+)\s*\(``\*\*options``\):", re.MULTILINE)
 _SHARED_ENTRY = re.compile(r"^(\s*)((?:\w+,\s*)+\w+):[ \t]")
 
 
@@ -72,7 +69,6 @@ def _split_shared_entries(text: str) -> str:
 def tidy(text: str) -> str:
     """The docstring ``text`` as mkdocstrings' Google-style parser reads it best."""
     text = _EXAMPLE.sub(r"\1Examples:", text)
-    text = _OPTIONS_ENTRY.sub(lambda m: f"{m.group(1)}**options: {' '.join(m.group(2).split())}:", text)
     text = _split_shared_entries(text)
     return _ROLE.sub(_role, text)
 

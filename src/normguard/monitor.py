@@ -213,9 +213,9 @@ class Monitor:
         :class:`~normguard.noise_floor.FloorEstimate`) for ``noise_floor="estimate"``. The guard
         holds the lowest estimate so far (early estimates are high while the model still learns
         the signal, and they rise again once it memorises: ``benchmarks/RESULTS_noise_floor.md``),
-        and a controller engages on it only once it has settled (it fell by less than 10 % over
-        the last two validations); a classification estimate under :data:`CLEAN_LABELS_FLOOR`
-        nats is read as clean labels (a floor of 0).
+        and a controller engages on it only once it has settled (:attr:`estimate_settled`); a
+        classification estimate under :data:`CLEAN_LABELS_FLOOR` nats is read as clean labels
+        (a floor of 0).
         """
         for name, value in (("val_loss", val_loss), ("val_metric", val_metric)):
             if isinstance(value, Tensor) and value.device.type == "meta":
